@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -85,6 +86,14 @@ register_policy = POLICIES.register
 register_suite = SUITES.register
 
 
+PLUGINS_ENV = "LAMP_BENCH_PLUGINS"
+
+
 def load_builtin_entries() -> None:
-    """Declare the lazy entries of the packages that ship with lamp-bench (cheap: no heavy imports)."""
+    """Declare the lazy entries of lamp-bench's own packages (cheap: no heavy imports), then import the
+    user's plugin modules named in $LAMP_BENCH_PLUGINS (comma-separated), which register their own
+    policies and suites; worker processes inherit the variable, so plugins work with every executor."""
     from lamp_bench import models, suites  # noqa: F401  (their __init__ declares lazy entries)
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)

@@ -1,0 +1,170 @@
+"""The `lamp-bench` command line. Command and option names are a contract: scripts depend on them."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.registry import POLICIES, SUITES, UnknownNameError, load_builtin_entries
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark and ablation harness for LaMP-style vision-language-action policies.")
+console = Console(stderr=True)
+USER_ERRORS = (UnknownNameError, ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Bad input ends the command with a one-line reason and exit code 2, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+def parse_ids(text: Optional[str], what: str = "--tasks") -> Optional[list[int]]:
+    if text is None or text.strip() in ("", "all"):
+        return None
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                ids += list(range(lo, hi + 1))
+            else:
+                ids.append(int(part))
+        except ValueError:
+            raise ValueError(f"{what} expects task ids like 0,3 or 0-4; got {text!r}") from None
+    return ids
+
+
+def policy_kwargs(checkpoint: Optional[Path], preset: Optional[str]) -> dict:
+    kwargs = {}
+    if checkpoint is not None:
+        if not checkpoint.is_dir():
+            raise ConfigError(f"checkpoint {checkpoint} is not a directory (expected config.json, model.safetensors, ...)")
+        kwargs["checkpoint"] = str(checkpoint.resolve())
+    if preset is not None:
+        kwargs["preset"] = preset
+    return kwargs
+
+
+def suite_kwargs(assets: Optional[Path]) -> dict:
+    return {"assets": str(assets.resolve())} if assets is not None else {}
+
+
+@app.command("list")
+def list_entries() -> None:
+    """Registered policies and suites, with descriptions."""
+    load_builtin_entries()
+    out = Console()
+    for title, registry in (("policies", POLICIES), ("suites", SUITES)):
+        table = Table(title=title, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for name, description in registry.describe():
+            table.add_row(name, description)
+        out.print(table)
+
+
+@app.command()
+@user_errors
+def run(
+    suite: str = typer.Option(..., "--suite", help="suite name (see `lamp-bench list`)"),
+    policy: str = typer.Option(..., "--policy", help="policy name (see `lamp-bench list`)"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint directory"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="task ids, e.g. 0,3 or 0-4 (default: all)"),
+    episodes_per_task: Optional[int] = typer.Option(None, "--episodes-per-task", min=1,
+                                                    help="episodes per task (default: the suite's protocol)"),
+    out: Path = typer.Option(Path("runs"), "--out", help="results directory (episode store)"),
+    executor: str = typer.Option("inline", "--executor", help="inline | local"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local executor: processes at once"),
+    seed: int = typer.Option(0, "--seed"),
+    label: Optional[str] = typer.Option(None, "--label", help="name of this policy in results (default: policy)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="model preset when no checkpoint is given"),
+    assets: Optional[Path] = typer.Option(None, "--assets", help="the suite's asset folder (or its env variable)"),
+    envs_per_worker: int = typer.Option(1, "--envs-per-worker", min=1,
+                                        help="environments stepped in lockstep per worker, one batched policy call"),
+    record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
+) -> None:
+    """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
+    from lamp_bench.harness.executors import JobSpec, default_workers, run_inline, run_local, split_into_jobs
+    from lamp_bench.results.store import EpisodeStore
+
+    load_builtin_entries()
+    SUITES.check(suite)
+    POLICIES.check(policy)
+    if executor not in ("inline", "local"):
+        raise ValueError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
+    suite_obj = SUITES.build(suite, **suite_kwargs(assets))
+    episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
+    spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
+                   policy_kwargs=policy_kwargs(checkpoint, preset), suite_kwargs=suite_kwargs(assets),
+                   envs_per_worker=envs_per_worker, record_video=record_video)
+    store = EpisodeStore(out)
+    keys = {(spec.run_label, e.suite, e.task_id, e.init_index, e.seed) for e in episodes}
+    already = len(keys & store.done_keys(spec.run_label))
+    console.print(f"{spec.run_label} on {suite}: {len(episodes)} episodes, {already} already in {out}")
+    with _progress() as progress:
+        bar = progress.add_task(f"{spec.run_label} / {suite}", total=len(episodes), completed=already)
+        if executor == "inline":
+            run_inline([spec], on_record=lambda r: progress.advance(bar))
+        else:
+            n = workers or default_workers()
+            refresh = lambda: progress.update(bar, completed=len(keys & store.done_keys(spec.run_label)))
+            run_local(split_into_jobs(spec, n), n, Path(out) / "jobs" / "local", on_progress=refresh)
+            refresh()
+    _print_summary(out, labels=[spec.run_label], suites=[suite])
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def _print_summary(results_dir: Path, labels: Optional[list[str]] = None, suites: Optional[list[str]] = None) -> None:
+    from lamp_bench.results.aggregate import summary
+    from lamp_bench.results.store import EpisodeStore
+
+    records = [r for r in EpisodeStore(results_dir).records()
+               if (labels is None or r["label"] in labels) and (suites is None or r["suite"] in suites)]
+    if not records:
+        console.print(f"no episodes recorded in {results_dir}")
+        return
+    frame = summary(records)
+    table = Table(title=f"success in {results_dir}", title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def results(results_dir: Path = typer.Argument(..., help="results directory")) -> None:
+    """Per-task and per-suite success with episode counts."""
+    if not results_dir.is_dir():
+        raise ConfigError(f"results directory {results_dir} does not exist")
+    _print_summary(results_dir)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="lamp-bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
