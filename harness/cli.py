@@ -96,12 +96,15 @@ def run(
     label: Optional[str] = typer.Option(None, "--label", help="name of this policy in results (default: policy)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="model preset when no checkpoint is given"),
     assets: Optional[Path] = typer.Option(None, "--assets", help="the suite's asset folder (or its env variable)"),
-    envs_per_worker: int = typer.Option(1, "--envs-per-worker", min=1,
-                                        help="environments stepped in lockstep per worker, one batched policy call"),
+    envs_per_worker: Optional[int] = typer.Option(
+        None, "--envs-per-worker", min=1,
+        help="environments stepped in lockstep per worker, one batched policy call "
+             "(default: 8 on a GPU node, else one per core of the worker, at most 4)"),
     record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
 ) -> None:
     """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
-    from lamp_bench.harness.executors import JobSpec, default_workers, run_inline, run_local, split_into_jobs
+    from lamp_bench.harness.executors import (JobSpec, default_envs_per_worker, default_workers, run_inline,
+                                              run_local, split_into_jobs)
     from lamp_bench.results.store import EpisodeStore
 
     load_builtin_entries()
@@ -109,6 +112,8 @@ def run(
     POLICIES.check(policy)
     if executor not in ("inline", "local"):
         raise ValueError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
+    n_workers = 1 if executor == "inline" else (workers or default_workers())
+    envs_per_worker = envs_per_worker or default_envs_per_worker(n_workers)
     suite_obj = SUITES.build(suite, **suite_kwargs(assets))
     episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
     spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
@@ -123,9 +128,8 @@ def run(
         if executor == "inline":
             run_inline([spec], on_record=lambda r: progress.advance(bar))
         else:
-            n = workers or default_workers()
             refresh = lambda: progress.update(bar, completed=len(keys & store.done_keys(spec.run_label)))
-            run_local(split_into_jobs(spec, n), n, Path(out) / "jobs" / "local", on_progress=refresh)
+            run_local(split_into_jobs(spec, n_workers), n_workers, Path(out) / "jobs" / "local", on_progress=refresh)
             refresh()
     _print_summary(out, labels=[spec.run_label], suites=[suite])
 
