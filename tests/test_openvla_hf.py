@@ -1,0 +1,356 @@
+"""OpenVLA HF checkpoints: a tiny folder in exactly openvla/openvla-7b's layout (timm-named towers, two
+bf16 shards + index, OpenVLA's config fields, a Llama-style tokenizer) loads strictly, every tensor
+lands where timm's computation puts it, it runs as the `openvla` policy, and each kind of bad folder
+fails with an error naming the file and the problem."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from lamp_bench.harness.policy import Observation, Task
+from lamp_bench.harness.registry import POLICIES, load_builtin_entries
+from lamp_bench.models.checkpoint import load_checkpoint
+from lamp_bench.models.openvla_hf import (
+    OpenVLAError,
+    convert_openvla,
+    load_openvla,
+    load_openvla_weights,
+    read_openvla_config,
+)
+from lamp_bench.models.text_tokenizer import prompt_ids
+
+IMAGE, PATCH, GRID = 56, 14, 4
+DINO = {"width": 32, "depth": 3, "mlp": 128, "registers": 4}
+SIGLIP = {"width": 48, "depth": 3, "mlp": 96}
+HEADS = 16  # both published towers (vit_large_patch14_reg4_dinov2, vit_so400m_patch14_siglip_224)
+LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+       "max_position_embeddings": 256, "vocab_size": 384, "pad_token_id": 320}
+PAD_TO = 64
+TEXT_VOCAB = LLM["vocab_size"] - PAD_TO  # 320; the last 256 ids are the action bins
+STATS = {"action": {"q01": [-0.5] * 6 + [0.0], "q99": [0.5] * 6 + [1.0], "mask": [True] * 6 + [False],
+                    "mean": [0.0] * 7, "std": [1.0] * 7}, "proprio": {"mean": [0.0] * 7}, "num_transitions": 10}
+
+
+def tower_tensors(prefix: str, g: torch.Generator, width: int, depth: int, mlp: int, registers: int = 0,
+                  dino: bool = True) -> dict[str, torch.Tensor]:
+    """timm VisionTransformer names and shapes (OpenVLA's LayerScale `scale_factor`), all blocks +
+    the final norm (+ SigLIP's attention-pool head), as the published checkpoint holds them."""
+    r = lambda *shape: 0.2 * torch.randn(*shape, generator=g)
+    t = {"patch_embed.proj.weight": r(width, 3, PATCH, PATCH), "patch_embed.proj.bias": r(width),
+         "pos_embed": r(1, GRID * GRID, width), "norm.weight": 1 + r(width), "norm.bias": r(width)}
+    if dino:
+        t |= {"cls_token": r(1, 1, width), "reg_token": r(1, registers, width)}
+    else:
+        t |= {"attn_pool.latent": r(1, 1, width), "attn_pool.q.weight": r(width, width), "attn_pool.q.bias": r(width),
+              "attn_pool.kv.weight": r(2 * width, width), "attn_pool.kv.bias": r(2 * width),
+              "attn_pool.proj.weight": r(width, width), "attn_pool.proj.bias": r(width),
+              "attn_pool.norm.weight": 1 + r(width), "attn_pool.norm.bias": r(width),
+              "attn_pool.mlp.fc1.weight": r(mlp, width), "attn_pool.mlp.fc1.bias": r(mlp),
+              "attn_pool.mlp.fc2.weight": r(width, mlp), "attn_pool.mlp.fc2.bias": r(width)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        t |= {b + "norm1.weight": 1 + r(width), b + "norm1.bias": r(width),
+              b + "attn.qkv.weight": r(3 * width, width), b + "attn.qkv.bias": r(3 * width),
+              b + "attn.proj.weight": r(width, width), b + "attn.proj.bias": r(width),
+              b + "norm2.weight": 1 + r(width), b + "norm2.bias": r(width),
+              b + "mlp.fc1.weight": r(mlp, width), b + "mlp.fc1.bias": r(mlp),
+              b + "mlp.fc2.weight": r(width, mlp), b + "mlp.fc2.bias": r(width)}
+        if dino:
+            t |= {b + "ls1.scale_factor": r(width), b + "ls2.scale_factor": r(width)}
+    return {prefix + k: v for k, v in t.items()}
+
+
+def llama_tokenizer() -> PreTrainedTokenizerFast:
+    """Llama-2 style: <unk> <s> </s>, SentencePiece's "▁" word marker (its own id, like 29871), BOS added."""
+    symbols = ["<unk>", "<s>", "</s>", "▁", "\n"] + [chr(c) for c in range(33, 127)]
+    symbols += [f"<x{i}>" for i in range(TEXT_VOCAB - len(symbols))]
+    tok = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(symbols)}, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.add_special_tokens({"pad_token": "<PAD>"})  # OpenVLA's added token, id = TEXT_VOCAB
+    return fast
+
+
+def write_openvla(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny OpenVLA checkpoint folder; returns its tensors (as stored, bf16)."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {**tower_tensors("vision_backbone.featurizer.", g, DINO["width"], DINO["depth"], DINO["mlp"],
+                               DINO["registers"]),
+               **tower_tensors("vision_backbone.fused_featurizer.", g, SIGLIP["width"], SIGLIP["depth"],
+                               SIGLIP["mlp"], dino=False)}
+    vision, hidden = DINO["width"] + SIGLIP["width"], LLM["hidden_size"]
+    for name, shape in [("fc1", (4 * vision, vision)), ("fc2", (hidden, 4 * vision)), ("fc3", (hidden, hidden))]:
+        tensors[f"projector.{name}.weight"] = 0.2 * torch.randn(*shape, generator=g)
+        tensors[f"projector.{name}.bias"] = 0.2 * torch.randn(shape[0], generator=g)
+    torch.manual_seed(seed)
+    llm = LlamaForCausalLM(LlamaConfig(**LLM))
+    tensors |= {f"language_model.{k}": v.detach().clone() for k, v in llm.state_dict().items()}
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}
+    folder.mkdir(parents=True)
+    vision = {k for k in tensors if k.startswith("vision_backbone.")}
+    shards = {"model-00001-of-00002.safetensors": {k: v for k, v in tensors.items() if k in vision},
+              "model-00002-of-00002.safetensors": {k: v for k, v in tensors.items() if k not in vision}}
+    for name, part in shards.items():
+        save_file(part, str(folder / name), metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {"total_size": sum(v.numel() * 2 for v in tensors.values())},
+        "weight_map": {k: name for name, part in shards.items() for k in part}}))
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
+        "auto_map": {"AutoConfig": "configuration_prismatic.OpenVLAConfig"},
+        "arch_specifier": "no-align+fused-gelu-mlp", "hf_llm_id": "meta-llama/Llama-2-7b-hf",
+        "image_resize_strategy": "resize-naive", "image_sizes": [IMAGE, IMAGE], "llm_backbone_id": "llama2-7b-pure",
+        "llm_max_length": 2048, "n_action_bins": 256, "output_projector_states": False,
+        "pad_to_multiple_of": PAD_TO, "pad_token_id": LLM["pad_token_id"],
+        "text_config": {"model_type": "llama", "torch_dtype": "bfloat16", **LLM},
+        "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+        "timm_override_act_layers": [None, None], "torch_dtype": "bfloat16", "use_fused_vision_backbone": True,
+        "vision_backbone_id": "dinosiglip-vit-so-224px",
+        "norm_stats": {"bridge_orig": STATS, "libero_spatial_no_noops": STATS},
+    }))
+    llama_tokenizer().save_pretrained(str(folder))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["tokenizer_class"] = "LlamaTokenizer"  # as openvla-7b's
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return tensors
+
+
+def timm_features(t: dict[str, torch.Tensor], prefix: str, images: torch.Tensor, depth: int,
+                  registers: int, dino: bool) -> torch.Tensor:
+    """timm's ViT computation up to the second-to-last block (OpenVLA's features), patch tokens only:
+    the reference the mapped transformers towers must reproduce."""
+    w = lambda k: t[prefix + k].float()
+    x = F.conv2d(images, w("patch_embed.proj.weight"), w("patch_embed.proj.bias"), stride=PATCH).flatten(2).transpose(1, 2)
+    x = x + w("pos_embed")  # DINOv2 (no_embed_class) and SigLIP alike: positions for patches only
+    prefix_tokens = 0
+    if dino:
+        x = torch.cat([w("cls_token").expand(len(x), -1, -1), w("reg_token").expand(len(x), -1, -1), x], dim=1)
+        prefix_tokens = 1 + registers
+    width = x.shape[-1]
+    for i in range(depth - 1):
+        b = f"blocks.{i}."
+        h = F.layer_norm(x, (width,), w(b + "norm1.weight"), w(b + "norm1.bias"), eps=1e-6)
+        q, k, v = F.linear(h, w(b + "attn.qkv.weight"), w(b + "attn.qkv.bias")).view(
+            len(x), -1, 3, HEADS, width // HEADS).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(len(x), -1, width)
+        a = F.linear(a, w(b + "attn.proj.weight"), w(b + "attn.proj.bias"))
+        x = x + (a * w(b + "ls1.scale_factor") if dino else a)
+        h = F.layer_norm(x, (width,), w(b + "norm2.weight"), w(b + "norm2.bias"), eps=1e-6)
+        m = F.linear(F.gelu(F.linear(h, w(b + "mlp.fc1.weight"), w(b + "mlp.fc1.bias"))),
+                     w(b + "mlp.fc2.weight"), w(b + "mlp.fc2.bias"))  # timm 0.9's exact GELU (OpenVLA's pin)
+        x = x + (m * w(b + "ls2.scale_factor") if dino else m)
+    return x[:, prefix_tokens:]
+
+
+@pytest.fixture(scope="module")
+def openvla(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    folder = tmp_path_factory.mktemp("openvla") / "openvla-tiny"
+    return folder, write_openvla(folder)
+
+
+@pytest.fixture(scope="module")
+def loaded(openvla):
+    return load_openvla(openvla[0])
+
+
+def test_config_is_read_from_fields_and_shapes(loaded):
+    cfg = loaded.config
+    assert cfg.motion is None and cfg.vision.image_size == IMAGE and cfg.vision.patch_size == PATCH
+    assert (cfg.vision.dino.hidden_size, cfg.vision.dino.num_layers, cfg.vision.dino.num_heads,
+            cfg.vision.dino.intermediate_size, cfg.vision.dino.num_register_tokens) == (32, 3, 16, 128, 4)
+    assert (cfg.vision.siglip.hidden_size, cfg.vision.siglip.num_layers, cfg.vision.siglip.intermediate_size) == (48, 3, 96)
+    assert cfg.llm.vocab_size == 384 and cfg.llm.pad_token_id == 320 and cfg.llm.rms_norm_eps == 1e-6
+    assert cfg.action.vocab_end == TEXT_VOCAB and cfg.action.n_bins == 256
+    assert cfg.llm.prompt_suffix_id == loaded.tokenizer.convert_tokens_to_ids("▁") == 3
+    ids = prompt_ids(loaded.tokenizer, cfg.llm, "Open the drawer")
+    assert ids[0] == 1 and ids[-1] == 3
+    assert loaded.tokenizer.decode(ids[1:-1]) == "In: What action should the robot take to open the drawer?\nOut:"
+    # OpenVLA's LIBERO evaluation reads "<suite>_no_noops" statistics for "<suite>"
+    assert set(loaded.statistics) == {"bridge_orig", "libero_spatial_no_noops", "libero_spatial"}
+    assert loaded.statistics["libero_spatial"].gripper == "openvla"
+
+
+def test_every_tensor_lands(openvla, loaded):
+    _, t = openvla
+    own = loaded.model.base_state_dict()
+    d, s = "vision_backbone.featurizer.", "vision_backbone.fused_featurizer."
+    q, k, v = t[d + "blocks.1.attn.qkv.weight"].float().chunk(3)
+    assert torch.equal(own[d + "encoder.layer.1.attention.q_proj.weight"], q)
+    assert torch.equal(own[d + "encoder.layer.1.attention.k_proj.weight"], k)
+    assert torch.equal(own[d + "encoder.layer.1.attention.v_proj.weight"], v)
+    assert torch.equal(own[d + "encoder.layer.0.layer_scale2.lambda1"], t[d + "blocks.0.ls2.scale_factor"].float())
+    assert torch.equal(own[d + "embeddings.position_embeddings"][0, 1:], t[d + "pos_embed"][0].float())
+    assert not own[d + "embeddings.position_embeddings"][0, 0].any()  # CLS gets no position (no_embed_class)
+    assert torch.equal(own[d + "embeddings.register_tokens"], t[d + "reg_token"].float())
+    v_bias = t[s + "blocks.1.attn.qkv.bias"].float().chunk(3)[2]
+    assert torch.equal(own[s + "encoder.layers.1.self_attn.v_proj.bias"], v_bias)
+    assert torch.equal(own[s + "embeddings.position_embedding.weight"], t[s + "pos_embed"][0].float())
+    for key in [k for k in t if k.startswith(("projector.", "language_model."))]:
+        assert torch.equal(own[key], t[key].float()), key
+    assert all(p.dtype == torch.float32 and not p.is_meta for p in loaded.model.parameters())
+
+
+def test_dino_features_match_timms_computation(openvla, loaded):
+    _, t = openvla
+    images = torch.rand(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(3))
+    vb = loaded.model.vision_backbone
+    with torch.no_grad():
+        ours = vb.featurizer.encoder(vb.featurizer.embeddings(images)).last_hidden_state[:, vb.n_prefix:]
+    reference = timm_features(t, "vision_backbone.featurizer.", images, DINO["depth"], DINO["registers"], dino=True)
+    assert torch.allclose(ours, reference, atol=1e-4)
+
+
+def test_siglip_features_match_timms_computation(openvla, loaded):
+    _, t = openvla
+    images = torch.rand(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(3))
+    vb = loaded.model.vision_backbone
+    with torch.no_grad():
+        ours = vb.fused_featurizer.encoder(vb.fused_featurizer.embeddings(images)).last_hidden_state
+    reference = timm_features(t, "vision_backbone.fused_featurizer.", images, SIGLIP["depth"], 0, dino=False)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_converted_checkpoint_runs_as_the_openvla_policy(openvla, loaded, tmp_path):
+    converted = convert_openvla(openvla[0], tmp_path / "converted")
+    again = load_checkpoint(converted)
+    assert again.config == loaded.config
+    theirs = again.model.base_state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in loaded.model.base_state_dict().items())
+    load_builtin_entries()
+    policy = POLICIES.build("openvla", checkpoint=str(converted))
+    policy.reset([Task("libero_spatial", 0, "t", "open the drawer", dataset="libero_spatial")], [0])
+    image = np.random.default_rng(0).integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8)
+    action = policy.act([Observation("open the drawer", images={"third_person": image})])
+    assert action.shape == (1, 7) and action.dtype == np.float32
+    assert np.all(np.abs(action) <= 1) and action[0, -1] in (-1.0, 1.0)  # binarised gripper
+    # the policy decodes what the loaded model predicts, un-normalised with the suite's statistics
+    with torch.no_grad():
+        images = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        prompt = prompt_ids(loaded.tokenizer, loaded.config.llm, "open the drawer")
+        ids, _ = loaded.model.predict_action_ids(images, [prompt])
+    expected = loaded.statistics["libero_spatial"].to_canonical(loaded.model.action_tokenizer.decode(ids))
+    assert np.array_equal(action, expected)
+
+
+def test_weights_initialise_a_lamp_model_with_a_motion_expert(openvla, loaded):
+    from lamp_bench.models.config import preset
+    from lamp_bench.models.lamp import build_model
+
+    tiny = preset("tiny")
+    assert read_openvla_config(openvla[0]).model == loaded.config
+    cfg = loaded.config.replace(motion=tiny.motion, bridge=tiny.bridge.__class__(layers=(1,), num_heads=4, head_dim=16))
+    model = build_model(cfg)
+    motion_before = {k: v.clone() for k, v in model.base_state_dict().items()
+                     if k.startswith(("motion_expert.", "bridges."))}
+    load_openvla_weights(model, openvla[0])
+    own, ref = model.base_state_dict(), loaded.model.base_state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ref.items())
+    assert all(torch.equal(own[k], v) for k, v in motion_before.items())
+    with pytest.raises(OpenVLAError, match=r"the model's vision, llm, action config differs from the checkpoint's"):
+        load_openvla_weights(build_model(tiny), openvla[0])
+
+
+# --- bad folders ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def copy(openvla, tmp_path) -> Path:
+    folder = tmp_path / "openvla"
+    shutil.copytree(openvla[0], folder)
+    return folder
+
+
+def test_truncated_shard(copy):
+    shard = copy / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(OpenVLAError, match=r"model-00002-of-00002\.safetensors: not a readable safetensors file"):
+        load_openvla(copy)
+
+
+def test_forged_shard_header(copy):
+    shard = copy / "model-00001-of-00002.safetensors"
+    header = json.dumps({"vision_backbone.featurizer.cls_token": {"dtype": "BF16", "shape": [1, 1, 1 << 40],
+                                                                  "data_offsets": [0, 1 << 41]}}).encode()
+    shard.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 64)
+    with pytest.raises(OpenVLAError, match=r"model-00001-of-00002\.safetensors: not a readable safetensors file"):
+        load_openvla(copy)
+
+
+def test_missing_shard(copy):
+    (copy / "model-00001-of-00002.safetensors").unlink()
+    with pytest.raises(OpenVLAError, match=r"index\.json lists shard files that are not in .*model-00001-of-00002"):
+        load_openvla(copy)
+
+
+def test_index_disagreeing_with_a_shard(copy):
+    index = json.loads((copy / "model.safetensors.index.json").read_text())
+    index["weight_map"]["projector.fc4.weight"] = "model-00002-of-00002.safetensors"
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(OpenVLAError, match=r"model-00002-of-00002\.safetensors does not hold what .* says: "
+                                           r"missing \['projector\.fc4\.weight'\]"):
+        load_openvla(copy)
+
+
+def test_config_of_another_model_type(copy):
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config["text_config"]}))  # a plain Llama config
+    with pytest.raises(OpenVLAError, match=r"config\.json: model_type is 'llama', not 'openvla'"):
+        load_openvla(copy)
+
+
+def test_unsupported_openvla_variant(copy):
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "arch_specifier": "gelu-mlp"}))
+    with pytest.raises(OpenVLAError, match=r"arch_specifier 'gelu-mlp'"):
+        load_openvla(copy)
+
+
+def rewrite_shard(folder: Path, name: str, change) -> None:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if v != name} | {k: name for k in tensors}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_mismatched_shape_names_file_and_tensor(copy):
+    rewrite_shard(copy, "model-00002-of-00002.safetensors",
+                  lambda t: t.update({"projector.fc3.weight": torch.zeros(64, 32, dtype=torch.bfloat16)}))
+    with pytest.raises(OpenVLAError, match=r"model-00002-of-00002\.safetensors: projector\.fc3\.weight has shape "
+                                           r"\(64, 32\).*implies \(64, 64\)"):
+        load_openvla(copy)
+
+
+def test_missing_and_unexpected_tensors_are_listed(copy):
+    def change(t):
+        block = "vision_backbone.featurizer.blocks.0."
+        t[block + "ls1.gamma_typo"] = t.pop(block + "ls1.scale_factor")
+
+    rewrite_shard(copy, "model-00001-of-00002.safetensors", change)
+    with pytest.raises(OpenVLAError, match=r"missing tensors \(1\): vision_backbone\.featurizer\.blocks\.0\.ls1\.gamma; "
+                                           r"unexpected tensors \(1\): .*ls1\.gamma_typo.*model-00001-of-00002"):
+        load_openvla(copy)
+
+
+def test_pickled_weights_are_refused(copy):
+    for shard in copy.glob("model*.safetensors*"):
+        shard.unlink()
+    (copy / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(OpenVLAError, match=r"neither model\.safetensors\.index\.json nor model\.safetensors "
+                                           r"\(only \['pytorch_model\.bin'\]: pickled weights are never loaded\)"):
+        load_openvla(copy)
