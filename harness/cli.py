@@ -166,6 +166,46 @@ def results(results_dir: Path = typer.Argument(..., help="results directory")) -
     _print_summary(results_dir)
 
 
+@app.command()
+@user_errors
+def profile(
+    policy: str = typer.Option("lamp", "--policy", help="policy to time (its no-motion ablation is timed alongside)"),
+    preset: str = typer.Option("small", "--preset", help="model preset when no checkpoint is given"),
+    batch: int = typer.Option(1, "--batch", min=1, help="observations per policy call"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint directory"),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="timed steps (the median is reported)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (1 is steadiest)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="results directory: saves profile/<policy>-<preset>-b<batch>.json "
+                                                         "for `lamp-bench report`"),
+) -> None:
+    """Per-component latency of one policy step (vision, depth, lift, flow network, cross-attention,
+    prefill, decode), median of repeated runs, and the ratio to no-motion measured in the same run."""
+    import json
+
+    from lamp_bench.models.profiling import profile_policy
+
+    load_builtin_entries()
+    POLICIES.check(policy)
+    ckpt = policy_kwargs(checkpoint, None).get("checkpoint")
+    result = profile_policy(policy, preset=preset, batch=batch, repeats=repeats, checkpoint=ckpt,
+                            device=device, threads=threads)
+    table = Table(title=f"{policy} ({preset}, batch {batch}, {result['clock']} clock)", title_justify="left")
+    table.add_column("component")
+    table.add_column("ms", justify="right")
+    for name, ms in result["components_ms"].items():
+        table.add_row(name, f"{ms:.1f}")
+    table.add_row("total", f"{result['total_ms']:.1f}", style="bold")
+    if result.get("ratio_to_no_motion") is not None:
+        table.add_row("ratio to no-motion", f"{result['ratio_to_no_motion']:.3f}")
+    Console().print(table)
+    if out is not None:
+        path = out / "profile" / f"{policy}-{preset}-b{batch}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"saved {path}")
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="lamp-bench")
 
