@@ -168,6 +168,24 @@ def results(results_dir: Path = typer.Argument(..., help="results directory")) -
 
 @app.command()
 @user_errors
+def report(
+    results_dir: Path = typer.Argument(..., help="results directory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="report folder (default: RESULTS_DIR/report)"),
+    formats: str = typer.Option("md,html", "--format", help="comma-separated: md, tex, csv, html"),
+    baseline: Optional[str] = typer.Option(None, "--baseline",
+                                           help="label the paired tests compare against (default: openvla, else no-motion)"),
+    no_paper: bool = typer.Option(False, "--no-paper", help="leave out the paper's published reference rows"),
+) -> None:
+    """The paper's tables (with 95% intervals and paired tests), figures and an HTML page from a results directory."""
+    from lamp_bench.reports import build_report
+
+    written = build_report(results_dir, out, formats=formats, show_paper=not no_paper, baseline=baseline)
+    for path in written:
+        print(path)
+
+
+@app.command()
+@user_errors
 def profile(
     policy: str = typer.Option("lamp", "--policy", help="policy to time (its no-motion ablation is timed alongside)"),
     preset: str = typer.Option("small", "--preset", help="model preset when no checkpoint is given"),

@@ -17,6 +17,8 @@ A record (flat keys first, nested dicts after):
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import socket
@@ -69,6 +71,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in an episode record")
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many records: JSON makes no reference
+    cycles, yet each collection would rescan every record built so far (it halves a 100k-record read)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class EpisodeStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -100,11 +115,12 @@ class EpisodeStore:
     def records(self) -> list[dict[str, Any]]:
         """Deduplicated by episode key; the earliest finished record of a key wins."""
         best: dict[tuple, dict[str, Any]] = {}
-        for record in self.iter_raw():
-            key = record_key(record)
-            kept = best.get(key)
-            if kept is None or record.get("finished_at", "") < kept.get("finished_at", ""):
-                best[key] = record
+        with _collector_paused():
+            for record in self.iter_raw():
+                key = record_key(record)
+                kept = best.get(key)
+                if kept is None or record.get("finished_at", "") < kept.get("finished_at", ""):
+                    best[key] = record
         return list(best.values())
 
     def done_keys(self, label: str | None = None) -> set[tuple]:
@@ -115,13 +131,19 @@ class EpisodeStore:
 
     def dataframe(self, records: Iterable[dict[str, Any]] | None = None):
         """Flat pandas view: top-level fields plus `info.*` columns (task labels, suite metrics)."""
+        return self.frame(self.records() if records is None else records)
+
+    @staticmethod
+    def frame(records: Iterable[dict[str, Any]]):
+        """The flat view of given records (see `dataframe`)."""
         import pandas as pd
 
         rows = []
-        for r in self.records() if records is None else records:
-            row = {k: v for k, v in r.items() if not isinstance(v, dict)}
-            for k, v in (r.get("info") or {}).items():
-                if not isinstance(v, (dict, list)):
-                    row[f"info.{k}"] = v
-            rows.append(row)
+        with _collector_paused():
+            for r in records:
+                row = {k: v for k, v in r.items() if not isinstance(v, dict)}
+                for k, v in (r.get("info") or {}).items():
+                    if not isinstance(v, (dict, list)):
+                        row[f"info.{k}"] = v
+                rows.append(row)
         return pd.DataFrame(rows)

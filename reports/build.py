@@ -1,0 +1,108 @@
+"""`build_report`: a results directory in, tables (md/tex/csv/html) and figures (PNG/SVG) out.
+
+Reads only the results directory: the episode store, profile/*.json and videos/."""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from lamp_bench.reports import figures, layouts, render
+from lamp_bench.results.aggregate import episode_frame, load_profiles, provenance_summary
+from lamp_bench.results.store import EpisodeStore
+
+FORMATS = ("md", "tex", "csv", "html")
+VIDEO_NAME = re.compile(r"task(?P<task>\d+)_init(?P<init>\d+)(?:_seed(?P<seed>\d+))?_(?P<outcome>success|failure)"
+                        r"\.(?:mp4|gif|webm)$")
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(FORMATS)} (e.g. --format md,html)")
+    return chosen
+
+
+def video_index(results_dir: Path, out_dir: Path) -> list[render.Video]:
+    """videos/<label>/<suite>/task<id>_init<i>[_seed<s>]_<success|failure>.<mp4|gif>, linked from out_dir."""
+    root = results_dir / "videos"
+    videos = []
+    for path in sorted(root.glob("*/*/*")) if root.is_dir() else []:
+        match = VIDEO_NAME.match(path.name)
+        if not match:
+            continue
+        label, suite = path.parent.parent.name, path.parent.name
+        parts = [f"task {match['task']}", f"init {match['init']}"]
+        if match["seed"] is not None:
+            parts.append(f"seed {match['seed']}")
+        parts.append(match["outcome"])
+        href = Path(os.path.relpath(path, out_dir)).as_posix()
+        videos.append(render.Video(label, suite, " · ".join(parts), href))
+    videos.sort(key=lambda v: (v.label, v.suite, [int(t) for t in re.findall(r"\d+", v.text)]))
+    return videos
+
+
+def build_report(
+    results_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    formats: str | Iterable[str] = ("md", "html"),
+    show_paper: bool = True,
+    baseline: str | None = None,
+) -> list[Path]:
+    """Write the report of `results_dir` to `out_dir` (default <results_dir>/report); returns the files written.
+
+    baseline: label every method is tested against (default: the first label of policy openvla, else no-motion).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results directory {results_dir} does not exist")
+    chosen = parse_formats(formats)
+    store = EpisodeStore(results_dir)
+    records = store.records()
+    profiles = load_profiles(results_dir)
+    if not records and not profiles:
+        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl) and no "
+                         "profile/*.json; run `lamp-bench run` (or `lamp-bench profile`) first")
+    episodes = len(records)
+    frame = episode_frame(records)
+    provenance = provenance_summary(records)
+    del records  # the frame and the provenance hold what is needed; ~1e5 live dicts make every later GC pass slow
+    labels = sorted(map(str, frame["label"].unique())) if not frame.empty else []
+    if baseline is not None and baseline not in labels:
+        raise ValueError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
+    sections = layouts.build_sections(frame, provenance, profiles, layouts.load_paper_numbers(), show_paper, baseline)
+    if episodes:
+        sections.append(layouts.provenance_section(provenance))
+
+    out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # figures belong to the pages that show them; a csv/tex-only run skips the costly drawing
+    drawn = figures.render_figures(sections, out_dir / "figures") if {"md", "html"} & set(chosen) else {}
+    errors = int(frame["error"].sum()) if not frame.empty else 0
+    overview = [f"results directory: {results_dir.resolve()}",
+                f"{episodes:,} episodes (deduplicated) from {len(store.shards())} shard(s); "
+                f"{errors:,} ended in an error and count as failures",
+                f"labels: {', '.join(labels) or 'none'}; suites: "
+                f"{', '.join(sorted(frame['suite'].unique())) if not frame.empty else 'none'}",
+                f"{len(profiles)} profile file(s)"]
+    report = render.Report(f"lamp-bench report: {results_dir.name}", results_dir.resolve(),
+                           datetime.now(timezone.utc).isoformat(timespec="seconds"), overview, sections, drawn,
+                           video_index(results_dir, out_dir))
+    written = [path for pair in drawn.values() for path in pair]
+    for fmt in chosen:
+        path = out_dir / f"report.{fmt}"
+        if fmt == "md":
+            path.write_text(render.to_markdown(report, out_dir), encoding="utf-8")
+        elif fmt == "tex":
+            path.write_text(render.to_latex(report), encoding="utf-8")
+        elif fmt == "csv":
+            path.write_text(render.to_csv(report), encoding="utf-8")
+        else:
+            path.write_text(render.to_html(report), encoding="utf-8")
+        written.append(path)
+    return written

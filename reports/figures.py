@@ -1,0 +1,138 @@
+"""matplotlib figures of a report's sections (PNG and SVG; the object API, so no GUI backend is touched)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from lamp_bench.reports.layouts import Section, Table
+from lamp_bench.results.aggregate import Cell
+
+STYLE = {"svg.hashsalt": "lamp-bench", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+PAPER_MARKER = dict(marker="D", color="black", markersize=4, linestyle="none", label="paper")
+
+
+def _rate_tables(section: Section) -> list[Table]:
+    return [t for t in section.tables if not t.key.endswith("_differences") and t.key != "libero_plus_levels"]
+
+
+def _paper_values(table: Table) -> dict[str, list]:
+    return {row.ref: row.cells for row in table.rows if row.kind == "paper"}
+
+
+def _bars(ax, table: Table) -> None:
+    measured = [r for r in table.rows if r.kind == "measured"]
+    paper = _paper_values(table)
+    x = np.arange(len(table.columns))
+    width = 0.8 / max(len(measured), 1)
+    drew_paper = False
+    for i, row in enumerate(measured):
+        pos = x - 0.4 + width * (i + 0.5)
+        rates = np.array([c.estimate.rate * 100 if isinstance(c, Cell) and c.estimate else np.nan for c in row.cells])
+        low = np.array([c.estimate.low * 100 if isinstance(c, Cell) and c.estimate else np.nan for c in row.cells])
+        high = np.array([c.estimate.high * 100 if isinstance(c, Cell) and c.estimate else np.nan for c in row.cells])
+        ax.bar(pos, np.nan_to_num(rates), width * 0.92, label=row.name,
+               yerr=np.nan_to_num(np.vstack([rates - low, high - rates])), capsize=2, error_kw={"lw": 0.8})
+        for p, r in zip(pos, rates):
+            if np.isnan(r):
+                ax.text(p, 1, "–", ha="center", va="bottom", fontsize=7, color="grey")
+        published = paper.get(row.ref)
+        if published:
+            values = np.array([v if isinstance(v, (int, float)) else np.nan for v in published], dtype=float)
+            if not np.isnan(values).all():
+                ax.plot(pos, values, **{**PAPER_MARKER, "label": "paper" if not drew_paper else None})
+                drew_paper = True
+    crowded = len(table.columns) > 5
+    ax.set_xticks(x, table.columns, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("rate %")
+    ax.set_title(table.title, fontsize=10, loc="left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _steps(fig: Figure, table: Table) -> None:
+    measured = [r for r in table.rows if r.kind == "measured"]
+    paper = {row.ref: row.cells for row in table.rows if row.kind == "paper"}
+    axes = fig.subplots(1, len(table.columns), squeeze=False)[0]
+    for j, (ax, column) in enumerate(zip(axes, table.columns)):
+        first: dict[str, Cell] = {}  # one point per level: its first label
+        for row in measured:
+            cell = row.cells[j]
+            if isinstance(cell, Cell) and cell.estimate and row.ref not in first:
+                first[row.ref] = cell
+        points = sorted(((float(k), c) for k, c in first.items()), key=lambda p: p[0])
+        if points:
+            xs = np.array([p[0] for p in points])
+            rate = np.array([p[1].estimate.rate for p in points]) * 100
+            err = np.array([[p[1].estimate.rate - p[1].estimate.low, p[1].estimate.high - p[1].estimate.rate]
+                            for p in points]).T * 100
+            ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label="measured")
+        published = sorted((float(k), v[j]) for k, v in paper.items() if isinstance(v[j], (int, float)))
+        if published:
+            ax.plot(*zip(*published), "k--", marker="D", markersize=4, label="paper")
+        ax.set_xticks([0, 1, 5, 10])
+        ax.set_xlabel("motion-expert Euler steps (0 = no motion prior)")
+        ax.set_ylabel(f"{column} success %")
+        ax.set_ylim(0, 105)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(table.title, fontsize=10, x=0.01, ha="left")
+
+
+def _latency(ax, table: Table) -> None:
+    rows = [r for r in table.rows if r.kind == "profile"]
+    components = [c for c in table.columns if c.endswith(" ms") and c != "total ms"]
+    y = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for j, component in enumerate(components):
+        values = np.array([r.cells[j] if r.cells[j] is not None else 0.0 for r in rows], dtype=float)
+        ax.barh(y, values, left=left, label=component.removesuffix(" ms"))
+        left += values
+    totals = [r.cells[len(components)] for r in rows]
+    ax.plot(totals, y, "k|", markersize=14, label="total (measured)")
+    ax.set_yticks(y, [r.name for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per action step")
+    ax.set_title(table.title, fontsize=10, loc="left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def draw(section: Section) -> Figure | None:
+    if section.plot == "steps":
+        table = _rate_tables(section)[0]
+        fig = Figure(figsize=(4.2 * len(table.columns), 3.4), layout="constrained")
+        _steps(fig, table)
+        return fig
+    if section.plot == "latency":
+        table = section.tables[0]
+        profiles = sum(r.kind == "profile" for r in table.rows)
+        fig = Figure(figsize=(9, 0.35 * max(profiles, 2) + 1.8), layout="constrained")
+        _latency(fig.add_subplot(), table)
+        return fig
+    if section.plot != "bars":
+        return None
+    tables = _rate_tables(section)
+    if not tables:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.3 * len(tables[0].columns) + 2), 3.6 * len(tables)), layout="constrained")
+    for ax, table in zip(fig.subplots(len(tables), 1, squeeze=False)[:, 0], tables):
+        _bars(ax, table)
+    return fig
+
+
+def render_figures(sections: list[Section], folder: Path) -> dict[str, tuple[Path, Path]]:
+    """section key -> (png, svg) written under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    with matplotlib.rc_context(STYLE):
+        for section in sections:
+            fig = draw(section)
+            if fig is None:
+                continue
+            png, svg = folder / f"{section.key}.png", folder / f"{section.key}.svg"
+            fig.savefig(png, dpi=100)
+            fig.set_layout_engine("none")  # keep the layout computed for the PNG: it is the costly part
+            fig.savefig(svg)
+            out[section.key] = (png, svg)
+    return out

@@ -1,0 +1,147 @@
+"""Intervals and tests for success rates (numpy/scipy only; vectorised where reports call them often).
+
+Methods, and why:
+- One rate: Wilson score interval (good coverage at small n and near 0 or 1, unlike the normal one).
+- A mean of rates over strata (the paper's "Average" over suites or tasks): a variance-combination
+  Wilson interval. Its variance is sum_s w_s^2 p_s (1 - p_s) / n_s (weights sum to 1); the effective
+  sample size n_eff = p (1 - p) / variance, capped at the episodes behind it (Korn & Graubard 1998;
+  conservative), is plugged into the Wilson formula. When every stratum is all-success or
+  all-failure the variance is 0 and Kish's n_eff = 1 / sum_s (w_s^2 / n_s) is used. With one stratum
+  this is exactly the Wilson interval; deterministic, so a report is reproducible.
+- Two policies on the same episodes: exact McNemar test on the discordant pairs, and a percentile
+  paired bootstrap of the difference (stratified: pairs are resampled within each stratum, then the
+  strata are combined with the same weights as the rates). Resampling n pairs of binary outcomes is a
+  multinomial draw over the four outcome pairs (only its two discordant cells matter), so the bootstrap
+  costs nothing per episode.
+- Two policies on different episodes: Newcombe's hybrid score interval (his method 10) of the
+  difference, built from the two Wilson-type intervals; labelled unpaired.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0  # fixed so the same results give the same report
+
+
+def _z(confidence: float) -> float:
+    return float(sps.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(successes, n, confidence: float = CONFIDENCE):
+    """Wilson score interval of successes / n (arrays or scalars; n > 0; successes may be fractional)."""
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if np.any(n <= 0):
+        raise ValueError("a Wilson interval needs at least one episode")
+    z = _z(confidence)
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rate with its interval; n is the episodes behind it, n_eff the size its interval is worth."""
+
+    rate: float
+    low: float
+    high: float
+    n: int
+    n_eff: float
+
+
+def weighted_rate(successes, n, weights=None, confidence: float = CONFIDENCE) -> Estimate:
+    """Weighted mean of per-stratum rates successes_s / n_s with the variance-combination Wilson interval
+    (module docstring). Equal weights give the paper's mean over suites; weights = n give the pooled rate."""
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if k.shape != n.shape or k.ndim != 1 or len(k) == 0:
+        raise ValueError("successes and n must be equal-length, non-empty 1-d sequences")
+    if np.any(n <= 0):
+        raise ValueError("every stratum needs at least one episode")
+    w = np.ones_like(n) if weights is None else np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    p_s = k / n
+    rate = float(np.dot(w, p_s))
+    variance = float(np.sum(w * w * p_s * (1 - p_s) / n))
+    kish = 1.0 / float(np.sum(w * w / n))
+    n_eff = rate * (1 - rate) / variance if variance > 0 else kish
+    n_eff = min(n_eff, float(n.sum()))
+    low, high = wilson_interval(rate * n_eff, n_eff, confidence)
+    return Estimate(rate, float(low), float(high), int(n.sum()), n_eff)
+
+
+def mcnemar_exact(b, c):
+    """Two-sided exact McNemar p-value from the discordant counts b (only A succeeded) and c (only B)."""
+    b = np.asarray(b)
+    c = np.asarray(c)
+    p = 2 * sps.binom.cdf(np.minimum(b, c), b + c, 0.5)
+    return np.minimum(1.0, np.where(b + c == 0, 1.0, p))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Rate of A minus rate of B with its interval; paired tests carry McNemar's p and the pair count."""
+
+    diff: float
+    low: float
+    high: float
+    paired: bool
+    n_pairs: int | None = None  # paired episodes (paired only)
+    discordant: tuple[int, int] | None = None  # (A only, B only) successes (paired only)
+    p_value: float | None = None  # exact McNemar (paired only)
+    n_a: int | None = None
+    n_b: int | None = None
+
+    @property
+    def significant(self) -> bool:
+        """At level 0.05: McNemar's p when paired, the interval excluding 0 when unpaired."""
+        if self.paired:
+            return self.p_value is not None and self.p_value < ALPHA
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(
+    pair_counts,
+    weights=None,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Difference:
+    """A minus B from per-stratum counts of paired outcomes, rows [n11, n10, n01, n00] (A, B success);
+    the difference is the weighted mean of per-stratum differences (weights: equal when None)."""
+    counts = np.asarray(pair_counts, dtype=np.int64).reshape(-1, 4)
+    n = counts.sum(axis=1)
+    if np.any(n <= 0):
+        raise ValueError("every stratum needs at least one paired episode")
+    w = np.ones(len(counts)) if weights is None else np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    diff = float(np.dot(w, (counts[:, 1] - counts[:, 2]) / n))
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(resamples)
+    for weight, row, size in zip(w, counts, n):
+        # the multinomial's two discordant cells, drawn as a binomial and a conditional binomial
+        n10 = rng.binomial(size, row[1] / size, size=resamples)
+        rest = size - row[1]
+        n01 = rng.binomial(size - n10, row[2] / rest if rest else 0.0)
+        boot += weight * (n10 - n01) / size
+    low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    b, c = int(counts[:, 1].sum()), int(counts[:, 2].sum())
+    return Difference(diff, float(low), float(high), paired=True, n_pairs=int(n.sum()), discordant=(b, c),
+                      p_value=float(mcnemar_exact(b, c)))
+
+
+def newcombe_difference(a: Estimate, b: Estimate) -> Difference:
+    """Unpaired A minus B: Newcombe's hybrid score interval from the two rates' Wilson-type intervals."""
+    d = a.rate - b.rate
+    low = d - np.sqrt((a.rate - a.low) ** 2 + (b.high - b.rate) ** 2)
+    high = d + np.sqrt((a.high - a.rate) ** 2 + (b.rate - b.low) ** 2)
+    return Difference(d, float(low), float(high), paired=False, n_a=a.n, n_b=b.n)
