@@ -150,11 +150,16 @@ def _print_summary(results_dir: Path, labels: Optional[list[str]] = None, suites
         return
     frame = summary(records)
     table = Table(title=f"success in {results_dir}", title_justify="left")
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    Console().print(table)
+    for column, justify in (("policy", "left"), ("suite", "left"), ("task", "left"), ("n", "right"),
+                            ("success %", "right"), ("95% interval", "right"), ("errors", "right")):
+        table.add_column(column, justify=justify, overflow="ellipsis", no_wrap=column == "task")
+    for row in frame.to_dict("records"):
+        task = "all" if row["task_id"] == "all" else f"{row['task_id']}: {str(row['task_name'])[:40]}"
+        note = " (few episodes)" if row.get("flag") else ""
+        table.add_row(str(row["label"]), str(row["suite"]), task, str(row["episodes"]), f"{row['success_%']:.1f}{note}",
+                      f"{row['ci95_low_%']:.1f}-{row['ci95_high_%']:.1f}", str(row["errors"]),
+                      style="bold" if row["task_id"] == "all" else None)
+    Console(width=max(120, Console().width)).print(table)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ class SlurmOptions:
     account: str | None = None
     constraint: str | None = None
     array_parallelism: int | None = None  # array tasks running at once (default: no limit of ours)
+    max_array_size: int = 1000  # Slurm's MaxArraySize is 1001 by default: bigger sweeps go as several arrays
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
     max_retries: int = 2  # resubmissions of a job that died (OOM kill, node failure, scancel)
     max_timeouts: int = 3  # requeues after the time limit (submitit's max_num_timeout)
@@ -272,8 +274,6 @@ class SlurmWorker(submitit.helpers.Checkpointable):
         self.job_fn = job_fn
 
     def __call__(self, spec: JobSpec) -> JobOutcome:
-        import signal
-
         stop = {"signal": None}
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
 
@@ -332,8 +332,11 @@ class SlurmRunner:
     def submit(self, specs: Sequence[JobSpec], attempt: int = 0) -> list[SlurmRun]:
         if not specs:
             return []
+        size = max(1, self.options.max_array_size)
+        jobs: list[Any] = []
         try:
-            jobs = self.executor.map_array(SlurmWorker(self.job_fn), list(specs))
+            for start in range(0, len(specs), size):
+                jobs += self.executor.map_array(SlurmWorker(self.job_fn), list(specs[start:start + size]))
         except submitit.core.utils.FailedJobError as error:
             message = str(error).strip()
             raise SlurmError(f"Slurm refused the job array: {message}\n(check --partition, --gpus-per-node "
@@ -357,29 +360,33 @@ class SlurmRunner:
             states = slurm_states([r.job_id for r in active])
             still: list[SlurmRun] = []
             retry: dict[int, list[JobSpec]] = {}
+            done: set[tuple] | None = None  # the store, read once per poll and only when a job ended
             for run in active:
                 verdict = self._check(run, states)
                 if verdict == "running":
                     still.append(run)
-                elif verdict == "finished":
-                    self.on_end(run, "finished", None)
-                elif verdict == "died":
-                    remaining = pending_episodes(run.spec)
-                    state = (states or {}).get(run.job_id, "no longer listed by squeue")
-                    reason = f"job {run.job_id} ended ({state}) with {len(remaining)} episodes unfinished"
-                    if not remaining:
-                        self.on_end(run, "finished", None)
-                    elif run.attempt < self.options.max_retries:
-                        self.on_end(run, "died", reason)
-                        retry.setdefault(run.attempt + 1, []).append(
-                            JobSpec(**{**run.spec.__dict__, "episodes": remaining}))
-                    else:
-                        message = f"{reason}; gave up after {run.attempt + 1} attempts{self._log_tail(run)}"
-                        failures.append(f"{run.spec.run_label} on {run.spec.suite}: {message}")
-                        self.on_end(run, "failed", message)
-                else:  # the job raised: a retry would raise again
+                    continue
+                if verdict not in ("finished", "died"):  # the job raised: a retry would raise again
                     failures.append(f"{run.spec.run_label} on {run.spec.suite}: job {run.job_id}: {verdict}")
                     self.on_end(run, "failed", verdict)
+                    continue
+                done = EpisodeStore(run.spec.results_dir).done_keys() if done is None else done
+                remaining = [e for e in run.spec.episodes
+                             if episode_key(run.spec.run_label, e.suite, e.task_id, e.init_index, e.seed) not in done]
+                if not remaining:
+                    self.on_end(run, "finished", None)
+                    continue
+                # Died (OOM kill, node failure, scancel), or stopped early without being requeued.
+                state = "finished early" if verdict == "finished" else (states or {}).get(
+                    run.job_id, "no longer listed by squeue")
+                reason = f"job {run.job_id} ended ({state}) with {len(remaining)} episodes unfinished"
+                if run.attempt < self.options.max_retries:
+                    self.on_end(run, "died", reason)
+                    retry.setdefault(run.attempt + 1, []).append(JobSpec(**{**run.spec.__dict__, "episodes": remaining}))
+                else:
+                    message = f"{reason}; gave up after {run.attempt + 1} attempts{self._log_tail(run)}"
+                    failures.append(f"{run.spec.run_label} on {run.spec.suite}: {message}")
+                    self.on_end(run, "failed", message)
             for attempt, specs in sorted(retry.items()):
                 still += self.submit(specs, attempt)
             active = still

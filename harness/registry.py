@@ -62,7 +62,7 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}.{hint} Known {self.plural}: {', '.join(self.names())}"
                 f" (see `lamp-bench list`)."
             )
 
