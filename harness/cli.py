@@ -149,13 +149,14 @@ def _print_summary(results_dir: Path, labels: Optional[list[str]] = None, suites
         console.print(f"no episodes recorded in {results_dir}")
         return
     frame = summary(records)
-    table = Table(title=f"success in {results_dir}", title_justify="left")
+    table = Table(title=f"success in {results_dir}", title_justify="left",
+                  caption="† fewer than 10 episodes: read the interval, not the rate", caption_justify="left")
     for column, justify in (("policy", "left"), ("suite", "left"), ("task", "left"), ("n", "right"),
                             ("success %", "right"), ("95% interval", "right"), ("errors", "right")):
         table.add_column(column, justify=justify, overflow="ellipsis", no_wrap=column == "task")
     for row in frame.to_dict("records"):
         task = "all" if row["task_id"] == "all" else f"{row['task_id']}: {str(row['task_name'])[:40]}"
-        note = " (few episodes)" if row.get("flag") else ""
+        note = "†" if row.get("flag") else ""
         table.add_row(str(row["label"]), str(row["suite"]), task, str(row["episodes"]), f"{row['success_%']:.1f}{note}",
                       f"{row['ci95_low_%']:.1f}-{row['ci95_high_%']:.1f}", str(row["errors"]),
                       style="bold" if row["task_id"] == "all" else None)
