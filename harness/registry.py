@@ -52,12 +52,14 @@ class Registry(Generic[T]):
             self._entries[name] = Entry(name, description, module)
 
     def names(self) -> list[str]:
+        load_builtin_entries()
         return sorted(self._entries)
 
     def describe(self) -> list[tuple[str, str]]:
         return [(n, self._entries[n].description) for n in self.names()]
 
     def check(self, name: str) -> None:
+        load_builtin_entries()
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -89,10 +91,17 @@ register_suite = SUITES.register
 PLUGINS_ENV = "LAMP_BENCH_PLUGINS"
 
 
+_loaded = False
+
+
 def load_builtin_entries() -> None:
     """Declare the lazy entries of lamp-bench's own packages (cheap: no heavy imports), then import the
     user's plugin modules named in $LAMP_BENCH_PLUGINS (comma-separated), which register their own
     policies and suites; worker processes inherit the variable, so plugins work with every executor."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     from lamp_bench import models, suites  # noqa: F401  (their __init__ declares lazy entries)
 
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
