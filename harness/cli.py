@@ -174,6 +174,128 @@ def results(results_dir: Path = typer.Argument(..., help="results directory")) -
 
 @app.command()
 @user_errors
+def sweep(
+    file: Path = typer.Argument(..., help="sweep file (sweeps/*.toml)"),
+    out: Path = typer.Option(..., "--out", help="results directory shared by every cell"),
+    executor: str = typer.Option("local", "--executor", help="inline | local | slurm"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local executor: jobs at once"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="episodes per job (policy loaded once)"),
+    envs_per_worker: Optional[int] = typer.Option(None, "--envs-per-worker", min=1,
+                                                  help="override the sweep file's environments per worker"),
+    detach: bool = typer.Option(False, "--detach", help="slurm: return once submitted; follow with `lamp-bench status`"),
+    partition: Optional[str] = typer.Option(None, "--partition"),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=0, help="GPUs per job (0 on CPU clusters)"),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", min=1),
+    mem: Optional[str] = typer.Option(None, "--mem", help="per job, Slurm's form (64G)"),
+    time_limit: str = typer.Option("4:00:00", "--time", help="per job, Slurm's form ([D-]HH:MM:SS or minutes)"),
+    qos: Optional[str] = typer.Option(None, "--qos"),
+    account: Optional[str] = typer.Option(None, "--account"),
+    constraint: Optional[str] = typer.Option(None, "--constraint"),
+    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", min=1),
+    setup: list[str] = typer.Option([], "--setup", help="shell line run before each job (repeatable)"),
+    max_retries: int = typer.Option(2, "--max-retries", min=0, help="resubmissions of a job that died"),
+) -> None:
+    """Run a sweep (policies x suites x settings) as jobs; resumable and preemption-safe."""
+    from lamp_bench.harness.executors import SlurmOptions
+    from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status
+
+    plan = plan_sweep(load_sweep(file), out, chunk_size)
+    if envs_per_worker is not None:
+        for job in plan.jobs:
+            job.spec.envs_per_worker = envs_per_worker
+    slurm = SlurmOptions(partition=partition, gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem=mem,
+                         time=time_limit, qos=qos, account=account, constraint=constraint,
+                         array_parallelism=array_parallelism, setup=list(setup), max_retries=max_retries)
+    total = sum(len(j.spec.episodes) for j in plan.jobs)
+    console.print(f"{plan.name}: {len(plan.cells)} cells, {total} episodes in {len(plan.jobs)} jobs -> {out}")
+    with _progress() as progress:
+        bar = progress.add_task(plan.name, total=total)
+        refresh = lambda: progress.update(bar, completed=sum(c.done + c.failed for c in sweep_status(out)))
+        refresh()
+        result = run_sweep(plan, executor, workers=workers, slurm=slurm if executor == "slurm" else None,
+                           detach=detach, on_progress=refresh)
+        refresh()
+    if result.detached:
+        console.print(f"submitted; follow with `lamp-bench status {out}`")
+        return
+    _print_status(out)
+    if result.failures:
+        console.print("[red]jobs that failed for good[/red] (their finished episodes are kept):\n" + "\n".join(result.failures))
+        raise typer.Exit(1)
+
+
+def _print_status(out: Path) -> None:
+    from lamp_bench.harness.sweep import sweep_status
+
+    table = Table(title=f"sweep cells in {out}", title_justify="left")
+    for column in ("policy", "suite", "done", "running", "failed", "pending", "success %"):
+        table.add_column(column, justify="left" if column in ("policy", "suite") else "right")
+    cells = sweep_status(out)
+    for cell in cells:
+        rate = f"{100 * cell.successes / cell.done:.1f}" if cell.done else "–"
+        table.add_row(cell.label, cell.suite, f"{cell.done}/{cell.total}", str(cell.running), str(cell.failed),
+                      str(cell.pending), rate)
+    Console(width=max(100, Console().width)).print(table)
+    for cell in cells:
+        for error in cell.errors[:3]:
+            console.print(f"{cell.label}/{cell.suite}: {error}", highlight=False)
+
+
+@app.command()
+@user_errors
+def status(results_dir: Path = typer.Argument(..., help="results directory of a sweep")) -> None:
+    """Per cell: episodes done / running / failed / pending, from the store and the job states."""
+    if not results_dir.is_dir():
+        raise ConfigError(f"results directory {results_dir} does not exist")
+    _print_status(results_dir)
+
+
+@app.command()
+@user_errors
+def demos(
+    suite: str = typer.Option(..., "--suite", help="LIBERO suite to roll the oracle out in"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="task ids, e.g. 0,3 or 0-4 (default: all)"),
+    episodes_per_task: int = typer.Option(..., "--episodes-per-task", min=1, help="successful demos per task"),
+    out: Path = typer.Option(..., "--out", help="folder of HDF5 files (LIBERO's demo layout)"),
+    assets: Optional[Path] = typer.Option(None, "--assets", help="the suite's asset folder (or its env variable)"),
+    seed: int = typer.Option(0, "--seed"),
+    image_size: int = typer.Option(128, "--image-size", min=16, help="stored image side"),
+) -> None:
+    """Record successful oracle demonstrations (images, depth, segmentation, camera, object poses); resumable."""
+    from lamp_bench.harness.demos import collect_demos
+
+    SUITES.check(suite)
+    summary = collect_demos(suite, parse_ids(tasks), episodes_per_task, out,
+                            assets=str(assets.resolve()) if assets else None, seed=seed, image_size=image_size)
+    console.print(summary, highlight=False)
+
+
+@app.command()
+@user_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="training config (TOML or JSON)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="model preset (tiny, small, openvla-7b)"),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="demo folder or HDF5 file (repeatable)"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="1 | 2 | both"),
+    out: Optional[Path] = typer.Option(None, "--out", help="checkpoint directory to write"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="variant to train (lamp, openvla, no-motion, ...)"),
+) -> None:
+    """Train a policy (stage 1: motion expert; stage 2: joint LoRA fine-tuning); resumes after a kill."""
+    from lamp_bench.models.train import build_train_config, train as run_training
+
+    if config is None and (preset is None or not data):
+        raise ValueError("give --config FILE, or --preset P with --data DIR")
+    if policy is not None:
+        POLICIES.check(policy)
+    cfg = build_train_config(config, preset=preset, data=[str(d) for d in data] if data else None,
+                             stage=stage, out=out, policy=policy)
+    path = run_training(cfg)
+    console.print(f"checkpoint written to {path}; evaluate with "
+                  f"`lamp-bench run --policy {cfg.policy} --checkpoint {path} --suite ...`", highlight=False)
+
+
+@app.command()
+@user_errors
 def report(
     results_dir: Path = typer.Argument(..., help="results directory"),
     out: Optional[Path] = typer.Option(None, "--out", help="report folder (default: RESULTS_DIR/report)"),
