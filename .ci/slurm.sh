@@ -49,7 +49,8 @@ SlurmctldPort=$CTLD_PORT
 SlurmdPort=$((CTLD_PORT + 1))
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge/munge.socket
+# cred_expire also delays a requeued job's restart (default 120 s): keep requeue tests quick.
+AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=10
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -61,6 +62,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Backfill passes every 5 s (default 30 s) start a requeued job soon after its begin time.
+SchedulerParameters=bf_interval=5
 MpiDefault=none
 SwitchType=switch/none
 JobAcctGatherType=jobacct_gather/none
