@@ -18,8 +18,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from lamp_bench.harness.provenance import base_provenance
 from lamp_bench.harness.registry import POLICIES, SUITES, load_builtin_entries
 from lamp_bench.harness.runner import run_episodes

@@ -22,8 +22,9 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "train_tiny.json"
@@ -56,15 +57,26 @@ def _child(queue, target, args) -> None:
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """One collection process per group of tasks (files are per task, so they never share one)."""
+    groups = [args.tasks[i::args.collect_workers] for i in range(min(args.collect_workers, len(args.tasks)))]
+    with mp.get_context("spawn").Pool(len(groups)) as pool:
+        parts = pool.starmap(_collect_tasks, [(args, group) for group in groups])
+    tasks = sorted((t for part in parts for t in part["tasks"]), key=lambda t: t["task_id"])
+    return {"tasks": tasks, "demos": sum(t["demos"] for t in tasks), "steps": sum(t["steps"] for t in tasks),
+            "action_noise": args.noise}
+
+
+def _collect_tasks(args: argparse.Namespace, tasks: list[int]) -> dict[str, Any]:
     from lamp_bench.harness.demos import collect_demos
 
-    return collect_demos("libero_spatial", args.tasks, args.demos, args.work / "demos", assets=args.assets,
-                         seed=args.seed, cameras=("third_person",), image_size=64, action_noise=args.noise,
-                         init_states=list(range(args.eval_inits, 50)))
+    return collect_demos("libero_spatial", tasks, args.demos, args.work / "demos", assets=args.assets,
+                         seed=args.seed, progress=False, cameras=("third_person",), image_size=64,
+                         action_noise=args.noise, init_states=list(range(args.eval_inits, 50)))
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    from lamp_bench.models.train import build_train_config, train as run_training
+    from lamp_bench.models.train import build_train_config
+    from lamp_bench.models.train import train as run_training
 
     config = build_train_config(preset="tiny", data=[str(args.work / "demos")], out=str(args.work / "ckpt"),
                                 policy="lamp", stage="both", stage1_steps=args.stage1_steps,
@@ -102,6 +114,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=lambda s: [int(t) for t in s.split(",")], default=[0, 1])
     parser.add_argument("--demos", type=int, default=15, help="successful demonstrations per task")
     parser.add_argument("--noise", type=float, default=0.1, help="DART action noise (std) while collecting")
+    parser.add_argument("--collect-workers", type=int, default=2, help="simulator processes collecting at once")
     parser.add_argument("--stage1-steps", type=int, default=150)
     parser.add_argument("--stage2-steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -47,7 +47,7 @@ def parse_ids(text: Optional[str], what: str = "--tasks") -> Optional[list[int]]
             else:
                 ids.append(int(part))
         except ValueError:
-            raise ValueError(f"{what} expects task ids like 0,3 or 0-4; got {text!r}") from None
+            raise ValueError(f"{what} expects ids like 0,3 or 0-4; got {text!r}") from None
     return ids
 
 
@@ -260,13 +260,17 @@ def demos(
     assets: Optional[Path] = typer.Option(None, "--assets", help="the suite's asset folder (or its env variable)"),
     seed: int = typer.Option(0, "--seed"),
     image_size: int = typer.Option(128, "--image-size", min=16, help="stored image side"),
+    init_states: Optional[str] = typer.Option(None, "--init-states",
+                                              help="initial states to try, e.g. 10-49 (keep 0-9 for evaluation)"),
+    noise: float = typer.Option(0.0, "--noise", min=0.0, help="DART action noise (std) while collecting"),
 ) -> None:
     """Record successful oracle demonstrations (images, depth, segmentation, camera, object poses); resumable."""
     from lamp_bench.harness.demos import collect_demos
 
     SUITES.check(suite)
     summary = collect_demos(suite, parse_ids(tasks), episodes_per_task, out,
-                            assets=str(assets.resolve()) if assets else None, seed=seed, image_size=image_size)
+                            assets=str(assets.resolve()) if assets else None, seed=seed, image_size=image_size,
+                            action_noise=noise, init_states=parse_ids(init_states, "--init-states"))
     console.print(summary, highlight=False)
 
 

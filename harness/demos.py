@@ -11,8 +11,9 @@ finished tasks and attempts and goes on where it stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,14 @@ def collect_demos(
     """Collect `episodes_per_task` successful oracle demonstrations per task into
     `out_dir/<suite>/<task>_demo.hdf5`, trying the task's initial states in order (all of them, or
     `init_states`, e.g. to keep some for held-out evaluation); returns a summary per task."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     load_builtin_entries()
     SUITES.check(suite)

@@ -310,7 +310,7 @@ class SlurmRunner:
     def __init__(self, options: SlurmOptions, log_dir: Path, job_fn: Callable[..., JobOutcome] = run_job,
                  on_submit: Callable[[SlurmRun], None] | None = None,
                  on_end: Callable[[SlurmRun, str, str | None], None] | None = None):
-        if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        if any(shutil.which(command) is None for command in ("sbatch", "squeue", "srun")):
             raise SlurmError("the slurm executor needs Slurm's client commands (sbatch, squeue, srun) on PATH")
         self.options = options
         self.log_dir = Path(log_dir)

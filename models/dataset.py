@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lamp_bench.harness import config as harness_config
 from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
 from lamp_bench.models.demos import DemoFileError, DemoFileInfo, DemoReader, find_demo_files, inspect_demo_file
 from lamp_bench.models.lamp import Batch
 from lamp_bench.models.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels
+from PIL import Image
 
 CAMERA = "third_person"  # the camera LaMP policies see (models.policies.CAMERA)
 ARM_DIMS = 6  # normalised with q01/q99; the gripper (-1 open / +1 close) stays as it is
@@ -39,6 +40,12 @@ class SampleSpec:
     motion: bool  # depth, intrinsics and flow targets
     flow_source: str = "sim"
     flow_horizon: int = 1
+    dense_flow: bool = False  # labels at every pixel (for shift augmentation), else at the patch centres
+
+    @property
+    def label_cell(self) -> int:
+        """Side in pixels of the cells whose centres carry flow labels."""
+        return 1 if self.dense_flow else self.patch_size
 
 
 def open_demo_files(paths: Sequence[str | Path]) -> list[DemoFileInfo]:
@@ -106,14 +113,14 @@ def rescale_intrinsics(k: np.ndarray, scale: float) -> np.ndarray:
 def _cache_key(info: DemoFileInfo, spec: SampleSpec) -> str:
     stat = info.path.stat()
     ident = json.dumps([str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, spec.flow_source, spec.flow_horizon,
-                        spec.image_size, spec.patch_size])
+                        spec.image_size, spec.label_cell])
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
 def file_flow_labels(info: DemoFileInfo, spec: SampleSpec, cache_dir: Path | None,
                      on_step: Callable[[], None] = lambda: None) -> list[np.ndarray]:
-    """Per demo, (T, Np, 3) float32 flow of the patch-centre points from t to t + horizon (the last
-    steps use the final frame; the final step's flow is zero)."""
+    """Per demo, (T, N, 3) flow of the label points (patch centres, or every pixel: N = S^2, kept as
+    float16) from t to t + horizon (the last steps use the final frame; the final step's flow is zero)."""
     path = cache_dir / f"{_cache_key(info, spec)}.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as cached:
@@ -130,18 +137,16 @@ def file_flow_labels(info: DemoFileInfo, spec: SampleSpec, cache_dir: Path | Non
         poses = reader.body_poses(d) if info.has_body_poses else None
         intrinsics, extrinsics = reader.camera(d)
         scale = depth.shape[1] / spec.image_size  # model pixels -> stored pixels
-        uv = (patch_centres(spec.image_size, spec.patch_size) + 0.5) * scale - 0.5
+        uv = (patch_centres(spec.image_size, spec.label_cell) + 0.5) * scale - 0.5
 
-        def frame(t: int) -> FlowFrame:
-            return FlowFrame(depth[t], intrinsics[t], extrinsics[t], None if seg is None else seg[t],
-                             None if poses is None else poses[t])
-
-        n = len(depth)
-        out = np.zeros((n, len(uv), 3), dtype=np.float32)
+        frames = [FlowFrame(depth[t], intrinsics[t], extrinsics[t], None if seg is None else seg[t],
+                            None if poses is None else poses[t]) for t in range(len(depth))]
+        n = len(frames)
+        out = np.zeros((n, len(uv), 3), dtype=np.float16 if spec.dense_flow else np.float32)
         for t in range(n):
             later = min(t + spec.flow_horizon, n - 1)
             if later > t:
-                out[t] = flow_labels(spec.flow_source, frame(t), frame(later), uv)
+                out[t] = flow_labels(spec.flow_source, frames[t], frames[later], uv)
             on_step()
         labels.append(out)
     reader.close()
@@ -203,14 +208,15 @@ class DemoDataset(torch.utils.data.Dataset):
             rows = ((np.arange(size) + 0.5) * depth.shape[0] / size).astype(int)  # nearest, as the suites resize
             sample["depth"] = np.ascontiguousarray(depth[rows][:, rows]).astype(np.float32)
             sample["intrinsics"] = rescale_intrinsics(self.camera[f][d][0][t], size / depth.shape[0]).astype(np.float32)
-            sample["flow"] = self.flow[f][d][t]
+            sample["flow"] = self.flow[f][d][t].astype(np.float32)
         return sample
 
     def flow_q99(self) -> float:
         """99th percentile of the flow labels' per-point magnitudes (metres): sets the flow-matching scale."""
         if self.flow is None:
             return 0.0
-        magnitudes = np.concatenate([np.linalg.norm(a, axis=-1).ravel() for file in self.flow for a in file])
+        magnitudes = np.concatenate([np.linalg.norm(a.astype(np.float32), axis=-1).ravel()
+                                     for file in self.flow for a in file])
         return float(np.quantile(magnitudes, 0.99))
 
 
@@ -231,7 +237,7 @@ class Collate:
 
     def __call__(self, samples: list[dict[str, Any]]) -> Batch:
         tokens = [self.tokens(s["instruction"]) for s in samples]
-        stack = lambda key: torch.from_numpy(np.stack([s[key] for s in samples])) if key in samples[0] else None  # noqa: E731
+        stack = lambda key: torch.from_numpy(np.stack([s[key] for s in samples])) if key in samples[0] else None
         images = stack("image").permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
         return Batch(images=images, prompt_ids=[t[0] for t in tokens], instruction_ids=[t[1] for t in tokens],
                      actions=stack("action"), depth=stack("depth"), intrinsics=stack("intrinsics"), flow=stack("flow"))

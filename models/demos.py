@@ -110,7 +110,7 @@ class DemoWriter:
                 meta = json.loads(f["data"].attrs["lamp_bench"])
                 attempted = {a["init_index"] for a in json.loads(f["data"].attrs["lamp_bench_attempts"])}
                 # A demo group written by a run killed before it recorded the attempt is incomplete.
-                partial = [name for name in f["data"].keys()
+                partial = [name for name in f["data"]
                            if int(f["data"][name].attrs.get("init_index", -1)) not in attempted]
         except (OSError, KeyError, json.JSONDecodeError) as error:
             raise DemoFileError(
@@ -286,7 +286,7 @@ def inspect_demo_file(path: str | Path) -> DemoFileInfo:
             raise DemoFileError(f"{path}: data.attrs['problem_info'] lacks a JSON language_instruction") from None
         if isinstance(instruction, list):  # some LIBERO files store it as a list of words
             instruction = " ".join(instruction)
-        demos = sorted((k for k in data.keys() if k.startswith("demo_")), key=_demo_index)
+        demos = sorted((k for k in data if k.startswith("demo_")), key=_demo_index)
         if not demos:
             raise DemoFileError(f"{path} holds no demo_<i> groups")
         lengths, cameras = [], None

@@ -1,23 +1,28 @@
 """The privileged scripted policy (`oracle`) and the do-nothing baseline (`noop`).
 
 The oracle reads simulator state from `Observation.privileged` (what a suite delivers when
-`PolicyNeeds.privileged` is set; see suites/libero.py for the keys) and runs one pick-and-place state
-machine per batch slot, dispatched on `privileged["robot"]`. A script for another robot registers itself
-with `@register_script("<robot>")` in `lamp_bench.models.oracle_<robot>`, which is imported on first use.
+`PolicyNeeds.privileged` is set; see suites/libero.py for the keys) and runs one state machine per batch
+slot, dispatched on `privileged["robot"]`. A script for another robot registers itself with
+`@register_script("<robot>")` in `lamp_bench.models.oracle_<robot>`, which is imported on first use.
 
-Panda (LIBERO) script: for each goal predicate ("on"/"in", object, target) in order, grasp the object
-top-down (rim grasp for objects wider than the gripper opens, such as bowls; centre grasp across the
-narrow side otherwise), lift, carry it so that the *object* (tracked live, not the hand) is over the
-target, lower it until it nearly touches, release and retreat. A failed lift (object not raised) retries
-the grasp. Objects that sit inside a fixture (a drawer) are grasped on the side facing out of the
-fixture and approached from that side. Goals it cannot do (open/close/turn on) leave the arm holding
-still, so the episode fails on the suite's step limit. Deterministic given the episode seed (the seed only
-drives the optional action noise used to diversify demonstrations).
+Panda (LIBERO) script: the BDDL goal becomes a sequence of skills -- open what must be open to put
+something in it, then pick-and-place and switches, then close.
+  * pick-and-place ("on"/"in", object, target): grasp top-down (pinch the rim of objects wider than the
+    gripper opens, such as bowls, on the side with the most room -- across the drawer for a bowl in a
+    drawer; close across the narrow side otherwise), slide out from under an opened drawer, lift, carry
+    so that the *object* (tracked live, not the hand) is over the target, lower it until it nearly
+    touches, release. A grasp that loses the object is retried.
+  * drawers (slide joints): "open" pinches the handle with the hand turned horizontal and pulls; "close"
+    pushes the front with the closed fingers.
+  * knobs (vertical hinges, "turnon"/"turnoff"): grasp the knob's top and twist about its axis.
+Goals it cannot do (hinged doors, plates to push) leave the arm holding still, so the episode fails on
+the suite's step limit. Deterministic given the episode seed (the seed only drives the optional action
+noise used to diversify demonstrations).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import importlib
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -69,7 +74,7 @@ class OracleConfig:
     place_gap: float = 0.012  # object bottom above the target surface at release
     grasp_steps: int = 12  # steps with the gripper closing before lifting
     release_steps: int = 10
-    max_retries: int = 2  # re-grasps after a lift that left the object behind
+    max_retries: int = 2  # re-grasps after a grasp that lost the object
     action_noise: float = 0.0  # std of Gaussian noise on the arm action (demonstration diversity)
 
 
@@ -129,7 +134,6 @@ class NoopPolicy(Policy):
 DOWN = np.diag([1.0, -1.0, -1.0])  # Panda hand pointing down, fingers closing along world y
 GRIPPER_SPAN = 0.075  # widest object the Panda hand closes around (it opens 8 cm)
 FINGERTIP_DEPTH = 0.018  # the grip site sits this far above the fingertips
-FLAT = 0.03  # objects lower than this and too wide to close around (plates) are pushed, not picked
 PICK_PLACE, JOINT = ("on", "in"), ("open", "close", "turnon", "turnoff")
 
 
@@ -152,7 +156,7 @@ class _Goal:
 
 
 @register_script("panda")
-class PandaPickPlace(Script):
+class PandaScript(Script):
     def __init__(self, config: OracleConfig, seed: int):
         self.cfg = config
         self.rng = np.random.default_rng(seed)
@@ -189,7 +193,7 @@ class PandaPickPlace(Script):
         for g in s["goal"]:
             if g[0] in PICK_PLACE and len(g) == 3:
                 for joint in s["sites"].get(g[2], {}).get("joints", []):
-                    if not self._in_range(s, joint, "open"):
+                    if not self._in_range(s, joint, "open") and _Goal("open", g[2]) not in opens:
                         opens.append(_Goal("open", g[2]))
                 middle.append(_Goal(g[0], g[1], g[2]))
             elif g[0] in JOINT and len(g) == 2 and self._joint_of(s, g[1], g[0]):
@@ -236,8 +240,6 @@ class PandaPickPlace(Script):
         low, high = obj["aabb"]
         centre, size = (low + high) / 2, high - low
         across, narrow = self._narrow_axis(obj)
-        if narrow > GRIPPER_SPAN and size[2] < FLAT:  # a plate: too wide to close around, too flat to pinch
-            return self._push_plan(s, pick)
         if narrow > GRIPPER_SPAN:  # too wide to close around (a bowl): pinch the rim
             z = high[2] - 0.02
             radius = min(size[0], size[1]) / 2 - 0.015
@@ -264,8 +266,8 @@ class PandaPickPlace(Script):
             base = np.arctan2(out[1], out[0]) + np.pi / 2
             angles = np.array([base, base + np.pi])
         toward_robot = np.array([-1.0, 0.0])
-        obstacles = [o["aabb"] for n, o in s["objects"].items()
-                     if n not in (name, enclosing) and o["aabb"][1][2] > z - 0.04]
+        obstacles = [box for n, o in s["objects"].items() if n not in (name, enclosing)
+                     for box in o["parts"] if box[1][2] > z - 0.04]
         best, best_score = None, -np.inf
         for a in angles:
             d = np.array([np.cos(a), np.sin(a)])
@@ -301,7 +303,7 @@ class PandaPickPlace(Script):
     def _above(self, s, pick: _Goal) -> np.ndarray:
         g = self.grasp
         target = g["point"] + np.array([0, 0, self.cfg.hover])
-        if self._near(s, target, 0.015) or self.steps_in_phase > 60:
+        if self._near(s, target, 0.015) or self._stalled() or self.steps_in_phase > 60:  # stalled: under a drawer
             self._goto("descend")
         return self._move(s, target, g["rot"], OPEN)
 
@@ -401,43 +403,6 @@ class PandaPickPlace(Script):
         if self._near(s, target, 0.02) or self.steps_in_phase > 30:
             self._next_goal()
         return self._move(s, target, rot, OPEN)
-
-    # -- pushing (objects that cannot be picked up) ------------------------------------------------
-
-    def _push_plan(self, s, pick: _Goal) -> np.ndarray:
-        """Closed fingertips down inside the object's far rim (seen from the target), then drag it over
-        the target by that rim: the hand stays over the object instead of reaching around it."""
-        obj = s["objects"][pick.obj]
-        low, high = obj["aabb"]
-        u = self._place_point(s, pick)[:2] - obj["pos"][:2]
-        u /= np.linalg.norm(u) + 1e-9
-        reach = float(np.abs(u) @ ((high - low)[:2] / 2))  # the object's half extent along u
-        point = np.array([*(obj["pos"][:2] - u * (reach - 0.025)), low[2] + FINGERTIP_DEPTH + 0.008])
-        self.grasp = {"point": point, "rot": _yaw_down(np.arctan2(u[1], u[0])), "reach": reach}
-        self._goto("push_above")
-        return self._push_above(s, pick)
-
-    def _push_above(self, s, pick: _Goal) -> np.ndarray:
-        target = self.grasp["point"] + np.array([0, 0, self.cfg.hover])
-        if self._near(s, target, 0.015) or self.steps_in_phase > 60:
-            self._goto("push_down")
-        return self._move(s, target, self.grasp["rot"], CLOSE)
-
-    def _push_down(self, s, pick: _Goal) -> np.ndarray:
-        if self._near(s, self.grasp["point"], 0.008) or self._stalled() or self.steps_in_phase > 40:
-            self._goto("push")
-        return self._move(s, self.grasp["point"], self.grasp["rot"], CLOSE, speed=0.6)
-
-    def _push(self, s, pick: _Goal) -> np.ndarray:
-        obj = s["objects"][pick.obj]
-        error = self._place_point(s, pick)[:2] - obj["pos"][:2]
-        if np.linalg.norm(error) < 0.01 or self.steps_in_phase > 120:
-            self._goto("retreat")
-        u = error / (np.linalg.norm(error) + 1e-9)
-        # stay on the line behind the object through the target, and advance along it
-        behind = obj["pos"][:2] - u * (self.grasp["reach"] - 0.03)
-        target = np.array([*(behind + u * min(np.linalg.norm(error), 0.03)), self.grasp["point"][2]])
-        return self._move(s, target, self.grasp["rot"], CLOSE, speed=0.5)
 
     # -- articulation: drawers (slide joints: pull the handle / push the front) and knobs (hinges: twist)
 
@@ -573,7 +538,14 @@ class PandaPickPlace(Script):
             return np.array([t["pos"][0], t["pos"][1], high[2] if pick.relation == "on" else low[2]])
         site = s["sites"][pick.target]
         top = site["pos"][2] + abs(site["size"][2])
-        return np.array([site["pos"][0], site["pos"][1], top if pick.relation == "on" else site["pos"][2]])
+        point = np.array([site["pos"][0], site["pos"][1], top if pick.relation == "on" else site["pos"][2]])
+        for joint in site["joints"]:  # a drawer's region: aim at its part that slid out, clear of the cabinet
+            info = s["joints"][joint]
+            if info["type"] == "slide" and {"open", "close"} <= set(info["ranges"]):
+                out = info["axis"] * np.sign(np.mean(info["ranges"]["open"]) - np.mean(info["ranges"]["close"]))
+                extent = np.abs(site["mat"] @ site["size"])  # LIBERO's containment box half sizes
+                point[:2] += out[:2] * max(float(np.abs(out) @ extent) - 0.015, 0.0)
+        return point
 
 
 def _nearest_equivalent(yaw: float, current: float) -> float:

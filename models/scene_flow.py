@@ -21,14 +21,14 @@ camera axes to the world, depth is metric z-depth.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.spatial.transform import Rotation
 
 from lamp_bench.harness.registry import Registry
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
 FlowSource = Callable[["FlowFrame", "FlowFrame", np.ndarray], np.ndarray]
 FLOW_SOURCES: Registry[np.ndarray] = Registry("scene-flow label source", "scene-flow label sources")

@@ -23,7 +23,7 @@ that owns it (e.g. "akita_black_bowl_1", "wooden_cabinet_1"), else to the MuJoCo
 
 Privileged state (`PolicyNeeds.privileged`, for scripted policies; see `privileged_state`): robot name,
 end-effector pose and gripper joints, every object's and fixture's pose and bounding boxes of its
-collision geometry, every articulated joint of a fixture (type, position, world axis, the boxes of the
+collision geometry (overall, along its own axes, and per collision geom), every articulated joint of a fixture (type, position, world axis, the boxes of the
 parts it moves, LIBERO's open/close/turn-on thresholds), the BDDL region sites' poses, sizes and joints,
 and the goal as parsed from the BDDL file (lower-case tuples such as ("on", "akita_black_bowl_1", "plate_1")).
 
@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -112,7 +112,7 @@ def libero_package_dir() -> Path:
             "the `libero` package is not installed: pip install --no-deps libero==0.1.1 "
             "plus the `libero` extra of lamp-bench (see README)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "libero"
+    return Path(next(iter(spec.submodule_search_locations))) / "libero"
 
 
 def resolve_assets(assets: str | os.PathLike | None) -> Path:
@@ -525,12 +525,16 @@ class _BodyIndex:
         half = np.einsum("gij,gj->gi", np.abs(rot), self.geom_aabb[geoms, 3:])
         return np.stack([centre - half, centre + half], axis=1)
 
-    def boxes(self, data, name: str, frame: np.ndarray) -> np.ndarray:
-        """(2, 3) bounding box of the object's collision geometry along the axes of `frame`."""
+    def parts(self, data, name: str, frame: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) boxes of the object's collision geoms along the axes of `frame`."""
         geoms = self.object_geoms[name]
         if geoms.size == 0:
-            return np.full((2, 3), np.nan)
-        parts = self.geom_boxes(data, geoms, frame)
+            return np.full((1, 2, 3), np.nan)
+        return self.geom_boxes(data, geoms, frame)
+
+    def boxes(self, data, name: str, frame: np.ndarray) -> np.ndarray:
+        """(2, 3) bounding box of the object's collision geometry along the axes of `frame`."""
+        parts = self.parts(data, name, frame)
         return np.stack([parts[:, 0].min(axis=0), parts[:, 1].max(axis=0)])
 
 
@@ -545,13 +549,15 @@ def privileged_state(env, bodies: _BodyIndex, raw: dict[str, np.ndarray]) -> dic
         body = env.obj_body_id[name]
         obj = env.get_object(name)
         axes = data.xmat[body].reshape(3, 3)
+        parts = bodies.parts(data, name, np.eye(3))
         local = bodies.boxes(data, name, axes)
         objects[name] = {
             "kind": kind,
             "category": getattr(obj, "category_name", ""),
             "pos": data.xpos[body].copy(),
             "quat": T.convert_quat(data.xquat[body], to="xyzw"),
-            "aabb": bodies.boxes(data, name, np.eye(3)),  # (2, 3) world box of the collision geometry
+            "aabb": np.stack([parts[:, 0].min(axis=0), parts[:, 1].max(axis=0)]),  # (2, 3) world box
+            "parts": parts,  # (n, 2, 3) world boxes of its collision geoms (a cabinet's panels, drawers, ...)
             # box along the object's own axes (the columns of its rotation matrix): centre in world, half sizes
             "obb_center": axes @ local.mean(axis=0),
             "obb_half": (local[1] - local[0]) / 2,

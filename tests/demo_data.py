@@ -19,7 +19,7 @@ needs_libero = pytest.mark.skipif(not (ASSETS / "scenes").is_dir(), reason=f"no 
 COLLECT = dict(suite="libero_spatial", tasks=[0], episodes_per_task=1, cameras=("third_person",), image_size=64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def collected() -> tuple[Path, dict]:
     """(folder of demo files, collection summary)."""
     from lamp_bench.harness.demos import collect_demos
@@ -36,7 +36,7 @@ def demo_file() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def short_demo_file(steps: int = 16) -> Path:
     """The demonstration cut to its first `steps` steps (a handful of real steps for training tests)."""
     source = demo_file()

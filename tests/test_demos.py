@@ -6,8 +6,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from demo_data import ASSETS, COLLECT, collected, demo_file, needs_libero
+
 from lamp_bench.models.demos import DemoFileError, DemoReader, DemoWriter, Frame, TaskInfo, inspect_demo_file
 
 TASK = TaskInfo("libero_spatial", 3, "put_it_there", "put it there", "libero_spatial", "x/libero_spatial/put_it_there.bddl")

@@ -15,10 +15,10 @@ TASK = Task("libero_spatial", 0, "t", "pick it")
 
 
 def _state(robot="panda", goal=(("on", "cube_1", "plate_1"),)):
-    box = lambda c, h: np.array([np.subtract(c, h), np.add(c, h)])  # noqa: E731
-    obj = lambda c, h, kind="object": {  # noqa: E731
+    box = lambda c, h: np.array([np.subtract(c, h), np.add(c, h)])
+    obj = lambda c, h, kind="object": {
         "kind": kind, "category": "", "pos": np.array(c, float), "quat": np.array([0, 0, 0, 1.0]),
-        "aabb": box(c, h), "obb_center": np.array(c, float), "obb_half": np.array(h, float)}
+        "aabb": box(c, h), "parts": box(c, h)[None], "obb_center": np.array(c, float), "obb_half": np.array(h, float)}
     return {
         "robot": robot, "eef_pos": np.array([-0.2, 0.0, 1.1]), "eef_quat": np.array([1.0, 0, 0, 0]),
         "gripper_qpos": np.array([0.04, -0.04]), "goal": [tuple(g) for g in goal], "sites": {}, "joints": {},
@@ -76,6 +76,25 @@ def test_oracle_unknown_robot_missing_state_and_unsupported_goal():
     oracle.reset([TASK], [0])
     held = oracle.act([Observation("", privileged=_state(goal=[("turnon", "flat_stove_1")]))])[0]
     assert np.all(held == [0, 0, 0, 0, 0, 0, -1])  # cannot do it: holds still, the episode fails on its limit
+
+
+def test_oracle_opens_a_closed_drawer_before_putting_something_in_it_and_closes_last():
+    from lamp_bench.models.oracle import OracleConfig, PandaScript
+
+    state = _state(goal=[("close", "cab_1_bottom_region"), ("in", "cube_1", "cab_1_top_region"),
+                         ("turnon", "stove_1")])
+    drawer = {"fixture": "cab_1", "type": "slide", "qpos": 0.0, "axis": np.array([0, -1.0, 0]),
+              "anchor": np.zeros(3), "parts": np.zeros((1, 2, 3)), "ranges": {"open": [-0.16, -0.14], "close": [0, 0.005]}}
+    state["joints"] = {"cab_1_top": drawer, "cab_1_bottom": {**drawer, "qpos": -0.15},
+                       "stove_1_knob": {**drawer, "fixture": "stove_1", "type": "hinge", "ranges": {"turnon": [0.5, 2.1]}}}
+    state["sites"] = {f"cab_1_{level}_region": {"joints": [f"cab_1_{level}"]} for level in ("top", "bottom")}
+    order = [(g.relation, g.obj) for g in PandaScript(OracleConfig(), 0)._order_goals(state)]
+    assert order == [("open", "cab_1_top_region"), ("in", "cube_1"), ("turnon", "stove_1"),
+                     ("close", "cab_1_bottom_region")]
+    state["joints"]["cab_1_top"]["qpos"] = -0.15  # already open: nothing to open first
+    assert [g.relation for g in PandaScript(OracleConfig(), 0)._order_goals(state)] == ["in", "turnon", "close"]
+    state["goal"] = [("open", "stove_1")]  # a hinge the script cannot open: no plan, the arm holds still
+    assert PandaScript(OracleConfig(), 0)._order_goals(state) == []
 
 
 @needs_libero

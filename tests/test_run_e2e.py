@@ -31,7 +31,7 @@ def test_bad_names_and_paths_exit_2_with_one_line(tmp_path):
          "is not a directory"),
         (["run", "--suite", "libero_spatial", "--policy", "oracle", "--assets", str(tmp_path / "none")],
          "does not exist"),
-        (["run", "--suite", "libero_spatial", "--policy", "oracle", "--tasks", "0,x"], "--tasks expects"),
+        (["run", "--suite", "libero_spatial", "--policy", "oracle", "--tasks", "0,x"], "--tasks expects ids"),
         (["results", str(tmp_path / "none")], "does not exist"),
     ]:
         result = cli(*args)

