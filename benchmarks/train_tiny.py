@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "train_tiny.json"
 
 
+LOAD: dict[str, list[float]] = {}  # 1-minute load average at each phase's start and end (shared machine)
+
+
 def _phase(target: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
     """Run target(*args) in a fresh spawned process -> (result, wall seconds, peak RSS in GB)."""
+    LOAD.setdefault(target.__name__, []).append(os.getloadavg()[0])
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=_child, args=(queue, target, args))
@@ -40,6 +44,7 @@ def _phase(target: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
     status, value, peak_kb = queue.get()
     process.join()
     wall = time.perf_counter() - started
+    LOAD[target.__name__].append(os.getloadavg()[0])
     if status == "error":
         raise RuntimeError(value)
     return value, wall, peak_kb / 1024**2
@@ -149,6 +154,7 @@ def main() -> None:
         for label, kwargs in (("trained", {"checkpoint": str(args.work / "ckpt")}), ("untrained", {"preset": "tiny"})):
             per_task, wall, _ = _phase(evaluate, args, label, kwargs)
             report["success"][label] = {"per_task": per_task, "wall_s": round(wall, 1)}
+    report["load_average_1min"] = LOAD  # > cpus means other processes competed for the cores
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in report if k not in ("settings",)}, indent=1))

@@ -410,10 +410,9 @@ class PandaScript(Script):
         """The joint a goal on a region or fixture acts on, when the script can work it."""
         joints = s["sites"][name]["joints"] if name in s["sites"] else \
             [j for j, info in s["joints"].items() if info["fixture"] == name]
-        key = {"open": "open", "close": "close", "turnon": "turnon", "turnoff": "turnoff"}[relation]
         for joint in joints:
             info = s["joints"].get(joint)
-            if info and key in info["ranges"] and (info["type"] == "slide") == (relation in ("open", "close")):
+            if info and relation in info["ranges"] and (info["type"] == "slide") == (relation in ("open", "close")):
                 return joint
         return None
 
@@ -453,8 +452,8 @@ class PandaScript(Script):
             size = top[1] - top[0]
             yaw = np.pi / 2 if size[0] < size[1] else 0.0  # fingers close across the grip's narrow side
             point = np.array([*top.mean(axis=0)[:2], top[1, 2] - 0.012])
-            g.update(kind="twist", rot=_yaw_down(yaw), point=point, standoff=point.copy(), yaw=yaw,
-                     anchor=info["anchor"], spin=np.sign(info["axis"][2]) * np.sign(want - info["qpos"]))
+            g.update(kind="twist", rot=_yaw_down(yaw), point=point, standoff=point.copy(), anchor=info["anchor"],
+                     spin=np.sign(info["axis"][2]) * np.sign(want - info["qpos"]))
         self.grasp = g
         self._goto("j_rise")
         return self._j_rise(s, goal)
@@ -462,8 +461,7 @@ class PandaScript(Script):
     def _j_rise(self, s, goal: _Goal) -> np.ndarray:
         """Up to a safe height over the stand-off point, turning the hand on the way."""
         g = self.grasp
-        safe = max(g["standoff"][2], g["point"][2]) + 0.12
-        target = np.array([*g["standoff"][:2], max(safe, s["eef_pos"][2] if self.steps_in_phase < 3 else safe)])
+        target = np.array([*g["standoff"][:2], max(g["standoff"][2], g["point"][2]) + 0.12])
         if (self._near(s, target, 0.02) and self._aligned(s, g["rot"])) or self.steps_in_phase > 80:
             self._goto("j_approach")
         gripper = CLOSE if g["kind"] == "push" else OPEN

@@ -23,9 +23,10 @@ that owns it (e.g. "akita_black_bowl_1", "wooden_cabinet_1"), else to the MuJoCo
 
 Privileged state (`PolicyNeeds.privileged`, for scripted policies; see `privileged_state`): robot name,
 end-effector pose and gripper joints, every object's and fixture's pose and bounding boxes of its
-collision geometry (overall, along its own axes, and per collision geom), every articulated joint of a fixture (type, position, world axis, the boxes of the
-parts it moves, LIBERO's open/close/turn-on thresholds), the BDDL region sites' poses, sizes and joints,
-and the goal as parsed from the BDDL file (lower-case tuples such as ("on", "akita_black_bowl_1", "plate_1")).
+collision geometry (overall, along its own axes, and per collision geom), every articulated joint of a
+fixture (type, position, world axis, the boxes of the parts it moves, LIBERO's open/close/turn-on
+thresholds), the BDDL region sites' poses, sizes and joints, and the goal as parsed from the BDDL file
+(lower-case tuples such as ("on", "akita_black_bowl_1", "plate_1")).
 
 Asset folder: the suite's `assets=` argument, else $LAMP_BENCH_LIBERO_ASSETS, else the `assets` folder
 inside the installed `libero` package. lamp-bench writes LIBERO's config.yaml into its own folder and
@@ -187,8 +188,11 @@ def load_init_states(path: Path) -> np.ndarray:
             f"weights-only unpickler rejected it ({reason.strip()}); replace the file with LIBERO's original"
         ) from None
     states = np.asarray(states)
+    if states.ndim == 1:  # LIBERO-Plus stores one init state per file as a flat array
+        states = states[None, :]
     if states.dtype != np.float64 or states.ndim != 2:
-        raise ValueError(f"LIBERO init-state file {path} holds {states.dtype} {states.shape}, expected (N, state) float64")
+        raise ValueError(
+            f"LIBERO init-state file {path} holds {states.dtype} {states.shape}, expected (N, state) float64")
     return states
 
 
@@ -263,7 +267,8 @@ class LiberoSuite(Suite):
             "assets_identity": hash_tree_listing(str(self.assets)),
             "assets_stand_ins": stand_ins,
             "assets_note": (
-                f"asset pack has stand-in meshes/textures ({STAND_INS_FILE}): not comparable with published LIBERO numbers"
+                f"asset pack has stand-in meshes/textures ({STAND_INS_FILE}): "
+                "not comparable with published LIBERO numbers"
                 if stand_ins else "original LIBERO assets"
             ),
             "versions": {k: versions.get(k) for k in ("libero", "robosuite", "mujoco", "bddl")},

@@ -22,7 +22,8 @@ def _state(robot="panda", goal=(("on", "cube_1", "plate_1"),)):
     return {
         "robot": robot, "eef_pos": np.array([-0.2, 0.0, 1.1]), "eef_quat": np.array([1.0, 0, 0, 0]),
         "gripper_qpos": np.array([0.04, -0.04]), "goal": [tuple(g) for g in goal], "sites": {}, "joints": {},
-        "objects": {"cube_1": obj([0.0, 0.1, 0.92], [0.02, 0.03, 0.02]), "plate_1": obj([0.1, -0.1, 0.905], [0.07, 0.07, 0.01])},
+        "objects": {"cube_1": obj([0.0, 0.1, 0.92], [0.02, 0.03, 0.02]),
+                    "plate_1": obj([0.1, -0.1, 0.905], [0.07, 0.07, 0.01])},
     }
 
 
@@ -84,9 +85,11 @@ def test_oracle_opens_a_closed_drawer_before_putting_something_in_it_and_closes_
     state = _state(goal=[("close", "cab_1_bottom_region"), ("in", "cube_1", "cab_1_top_region"),
                          ("turnon", "stove_1")])
     drawer = {"fixture": "cab_1", "type": "slide", "qpos": 0.0, "axis": np.array([0, -1.0, 0]),
-              "anchor": np.zeros(3), "parts": np.zeros((1, 2, 3)), "ranges": {"open": [-0.16, -0.14], "close": [0, 0.005]}}
+              "anchor": np.zeros(3), "parts": np.zeros((1, 2, 3)),
+              "ranges": {"open": [-0.16, -0.14], "close": [0, 0.005]}}
     state["joints"] = {"cab_1_top": drawer, "cab_1_bottom": {**drawer, "qpos": -0.15},
-                       "stove_1_knob": {**drawer, "fixture": "stove_1", "type": "hinge", "ranges": {"turnon": [0.5, 2.1]}}}
+                       "stove_1_knob": {**drawer, "fixture": "stove_1", "type": "hinge",
+                                        "ranges": {"turnon": [0.5, 2.1]}}}
     state["sites"] = {f"cab_1_{level}_region": {"joints": [f"cab_1_{level}"]} for level in ("top", "bottom")}
     order = [(g.relation, g.obj) for g in PandaScript(OracleConfig(), 0)._order_goals(state)]
     assert order == [("open", "cab_1_top_region"), ("in", "cube_1"), ("turnon", "stove_1"),
