@@ -66,6 +66,7 @@ from lamp_bench.harness.policy import CAMERA_ROLES, Observation, PolicyNeeds, Ta
 from lamp_bench.harness.provenance import hash_tree_listing, package_versions
 from lamp_bench.harness.registry import register_suite
 from lamp_bench.harness.suite import Episode, StepResult, Suite, SuiteEnv
+from lamp_bench.suites.images import resize_nearest, resize_rgb
 
 SUITE_NAMES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -401,7 +402,7 @@ class LiberoEnv(SuiteEnv):
         camera, size, out = CAMERAS[role], self.protocol.render_size, self.needs.image_size
         rendered = sim.render(camera_name=camera, width=size, height=size, depth=self.needs.depth)
         rgb, depth = rendered if self.needs.depth else (rendered, None)
-        obs.images[role] = _resize_rgb(rgb[::-1, ::-1], out)  # OpenVLA's 180-degree rotation
+        obs.images[role] = resize_rgb(rgb[::-1, ::-1], out)  # OpenVLA's 180-degree rotation
         fovy = float(sim.model.cam_fovy[sim.model.camera_name2id(camera)])
         obs.intrinsics[role] = mirrored_intrinsics(fovy, out)
         obs.extrinsics[role] = camera_to_world(sim, camera)
@@ -409,10 +410,10 @@ class LiberoEnv(SuiteEnv):
             from robosuite.utils.camera_utils import get_real_depth_map
 
             metres = get_real_depth_map(sim, depth)[::-1, ::-1]
-            obs.depth[role] = _resize_nearest(metres, out).astype(np.float32)
+            obs.depth[role] = resize_nearest(metres, out).astype(np.float32)
         if self.needs.segmentation:
             bodies = self._bodies.render_body_ids(sim, camera, size)
-            obs.segmentation[role] = _resize_nearest(bodies[::-1, ::-1], out)
+            obs.segmentation[role] = resize_nearest(bodies[::-1, ::-1], out)
 
 
 LiberoSuite.env_class = LiberoEnv
@@ -435,20 +436,6 @@ def camera_to_world(sim, camera: str) -> np.ndarray:
     pose[:3, :3] = sim.data.cam_xmat[cam].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])  # MuJoCo looks along -z
     pose[:3, 3] = sim.data.cam_xpos[cam]
     return pose
-
-
-def _resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return np.ascontiguousarray(image)
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.LANCZOS))
-
-
-def _resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
-    rows = ((np.arange(size) + 0.5) * image.shape[0] / size).astype(int)
-    cols = ((np.arange(size) + 0.5) * image.shape[1] / size).astype(int)
-    return np.ascontiguousarray(image[rows][:, cols])
 
 
 # ---------------------------------------------------------------------------------------------- state

@@ -57,6 +57,7 @@ from lamp_bench.harness.policy import CAMERA_ROLES, Observation, PolicyNeeds, Ta
 from lamp_bench.harness.provenance import hash_tree_listing, package_versions
 from lamp_bench.harness.registry import register_suite
 from lamp_bench.harness.suite import Episode, StepResult, Suite, SuiteEnv
+from lamp_bench.suites.images import resize_nearest, resize_rgb
 
 SUITE = "simpler_widowx"
 BRIDGE_DATA = "data/tasks/bridge_v2_real2sim_dataset"
@@ -344,17 +345,17 @@ class SimplerWidowXEnv(SuiteEnv):
             data, param = raw["sensor_data"][camera], raw["sensor_param"][camera]
             rgb = data["rgb"][0].cpu().numpy()
             height, width = rgb.shape[:2]
-            obs.images[role] = _resize_rgb(rgb, size)
+            obs.images[role] = resize_rgb(rgb, size)
             obs.intrinsics[role] = resized_intrinsics(param["intrinsic_cv"][0].cpu().numpy(), width, height, size)
             world_to_cam = np.eye(4)
             world_to_cam[:3] = param["extrinsic_cv"][0].cpu().numpy()
             obs.extrinsics[role] = np.linalg.inv(world_to_cam)
             if self.needs.depth:
                 depth = data["depth"][0, ..., 0].cpu().numpy().astype(np.float32) / 1000.0  # int16 millimetres
-                obs.depth[role] = _resize_nearest(depth, size)
+                obs.depth[role] = resize_nearest(depth, size)
             if self.needs.segmentation:
                 ids = data["segmentation"][0, ..., 0].cpu().numpy().astype(np.int32)
-                obs.segmentation[role] = _resize_nearest(ids, size)
+                obs.segmentation[role] = resize_nearest(ids, size)
         robot = env.agent.robot
         qpos = robot.get_qpos()[0].cpu().numpy()
         ee = _pose(robot.links_map[EE_LINK].pose)
@@ -452,20 +453,6 @@ def _world_aabb(vertices: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.n
 
     world = Rotation.from_quat(quat).apply(vertices) + pos
     return np.stack([world.min(axis=0), world.max(axis=0)])
-
-
-def _resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return np.ascontiguousarray(image)
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.LANCZOS))
-
-
-def _resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
-    rows = ((np.arange(size) + 0.5) * image.shape[0] / size).astype(int)
-    cols = ((np.arange(size) + 0.5) * image.shape[1] / size).astype(int)
-    return np.ascontiguousarray(image[rows][:, cols])
 
 
 register_suite(SUITE)(SimplerWidowXSuite)
