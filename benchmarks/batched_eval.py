@@ -4,10 +4,13 @@ benchmarks/results/batched_eval.json.
   1. Episodes per hour of the oracle on real LIBERO-Spatial, rendering the third-person camera
      (as an image policy would need), for K = 1, 2, 4 environments per worker
      (target on a 2-core machine: K = 2 >= 1.7x K = 1).
+     Beside it, the machine's ceiling without the harness: environment steps per second of one
+     LIBERO process stepping alone (Mesa's software rasteriser then renders on every core) and of
+     K processes stepping at once with one rendering thread each (what the env workers get).
   2. Policy calls per second of the `small` LaMP preset (random weights of the real size) at
      batch 1 vs batch 8, i.e. environment-steps per second of inference.
 
-    python benchmarks/batched_eval.py [--episodes 8] [--ks 1,2,4] [--small-repeats 5]
+    python benchmarks/batched_eval.py [--episodes 16] [--ks 1,2,4] [--small-repeats 5]
 
 Choosing K: on CPU machines simulation and rendering dominate, so K ~ cores per worker (each
 environment process keeps one core busy; more only adds memory). On a GPU node inference dominates
@@ -52,6 +55,45 @@ def episodes_per_hour(k: int, n_episodes: int) -> dict:
             "steps_per_s": round(steps / wall, 2)}
 
 
+def _raw_steps(threads: str | None, steps: int, queue) -> None:
+    """Child process: build one LIBERO environment and time `steps` plain env.step calls."""
+    if threads is not None:
+        os.environ["LP_NUM_THREADS"] = threads
+    from lamp_bench.harness.policy import PolicyNeeds
+
+    suite = SUITES.build("libero_spatial")
+    env = suite.make_env(PolicyNeeds(cameras=("third_person",)))
+    env.reset(suite.episodes([0], 1, seed=0)[0])
+    action = np.zeros(7)
+    action[6] = -1.0
+    queue.put("ready")
+    queue.get()  # start together
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(action)
+    queue.put(time.perf_counter() - start)
+    env.close()
+
+
+def raw_ceiling(k: int, steps: int = 60) -> dict:
+    """Env steps per second of k LIBERO processes stepping at once, no harness (k = 1: default threads)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queues = [ctx.Queue() for _ in range(k)]
+    processes = [ctx.Process(target=_raw_steps, args=(None if k == 1 else "1", steps, q)) for q in queues]
+    for process in processes:
+        process.start()
+    for queue in queues:
+        assert queue.get() == "ready"
+    for queue in queues:
+        queue.put("go")
+    walls = [queue.get() for queue in queues]
+    for process in processes:
+        process.join()
+    return {"k": k, "steps_per_s": round(k * steps / max(walls), 2)}
+
+
 def policy_calls_per_second(batch: int, repeats: int) -> dict:
     import torch
 
@@ -76,7 +118,7 @@ def policy_calls_per_second(batch: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=16, help="per K; enough to amortise starting the env processes")
     parser.add_argument("--ks", default="1,2,4")
     parser.add_argument("--small-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -89,6 +131,10 @@ def main() -> None:
     base = next(r for r in simulation if r["k"] == 1)["episodes_per_hour"]
     for row in simulation:
         row["speedup_vs_k1"] = round(row["episodes_per_hour"] / base, 3)
+    ceiling = [raw_ceiling(int(k)) for k in args.ks.split(",")]
+    for row in ceiling:
+        row["speedup_vs_k1"] = round(row["steps_per_s"] / ceiling[0]["steps_per_s"], 3)
+        print(f"raw, {row['k']} processes: {row['steps_per_s']} env steps/s ({row['speedup_vs_k1']}x)")
     inference = [policy_calls_per_second(b, args.small_repeats) for b in (1, 8)]
     for row in inference:
         print(f"small preset, batch {row['batch']}: {row['calls_per_s']} calls/s = {row['env_steps_per_s']} env-steps/s")
@@ -97,6 +143,7 @@ def main() -> None:
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "processor": platform.machine(), "load_average_before": load_before},
         "simulation_oracle_rendering": simulation,
+        "raw_env_processes_no_harness": ceiling,
         "inference_small_preset": inference,
         "targets": {"k2_over_k1": {"value": k2 and k2["speedup_vs_k1"], "target": f">= {TARGET_K2_SPEEDUP}",
                                    "met": bool(k2 and k2["speedup_vs_k1"] >= TARGET_K2_SPEEDUP)}},

@@ -7,7 +7,7 @@ training curve's end points, and per-task success of trained vs untrained. Each 
 process, so its peak resident memory is measured on its own.
 
     python benchmarks/train_tiny.py                 # the defaults below, from scratch
-    python benchmarks/train_tiny.py --tasks 0 --demos 10 --stage2-steps 500   # a quicker look
+    python benchmarks/train_tiny.py --demos 10 --stage2-steps 500   # a quicker look
 
 Demonstrations come from initial states >= --eval-inits, so the rollouts (initial states 0 .. eval-inits-1,
 LIBERO's evaluation protocol) start from layouts the policy never saw in training.
@@ -62,21 +62,28 @@ def _child(queue, target, args) -> None:
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    """One collection process per group of tasks (files are per task, so they never share one)."""
-    groups = [args.tasks[i::args.collect_workers] for i in range(min(args.collect_workers, len(args.tasks)))]
-    with mp.get_context("spawn").Pool(len(groups)) as pool:
-        parts = pool.starmap(_collect_tasks, [(args, group) for group in groups])
-    tasks = sorted((t for part in parts for t in part["tasks"]), key=lambda t: t["task_id"])
-    return {"tasks": tasks, "demos": sum(t["demos"] for t in tasks), "steps": sum(t["steps"] for t in tasks),
-            "action_noise": args.noise}
+    """One collection process per shard of the initial states (each writes its own files, so they never
+    share one); every shard collects its part of each task's demonstrations."""
+    shards = min(args.collect_workers, args.demos)
+    with mp.get_context("spawn").Pool(shards) as pool:
+        parts = pool.starmap(_collect_shard, [(args, shard, shards) for shard in range(shards)])
+    tasks = {}
+    for entry in (t for part in parts for t in part["tasks"]):
+        total = tasks.setdefault(entry["task_id"], {"task_id": entry["task_id"], "demos": 0, "steps": 0})
+        total["demos"] += entry["demos"]
+        total["steps"] += entry["steps"]
+    return {"tasks": sorted(tasks.values(), key=lambda t: t["task_id"]), "demos": sum(p["demos"] for p in parts),
+            "steps": sum(p["steps"] for p in parts), "action_noise": args.noise}
 
 
-def _collect_tasks(args: argparse.Namespace, tasks: list[int]) -> dict[str, Any]:
+def _collect_shard(args: argparse.Namespace, shard: int, shards: int) -> dict[str, Any]:
     from lamp_bench.harness.demos import collect_demos
 
-    return collect_demos("libero_spatial", tasks, args.demos, args.work / "demos", assets=args.assets,
-                         seed=args.seed, progress=False, cameras=("third_person",), image_size=64,
-                         action_noise=args.noise, init_states=list(range(args.eval_inits, 50)))
+    demos = args.demos // shards + (shard < args.demos % shards)
+    return collect_demos("libero_spatial", args.tasks, demos, args.work / "demos" / f"shard{shard}",
+                         assets=args.assets, seed=args.seed, progress=False, cameras=("third_person",),
+                         image_size=64, action_noise=args.noise,
+                         init_states=list(range(args.eval_inits, 50))[shard::shards])
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +93,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     config = build_train_config(preset="tiny", data=[str(args.work / "demos")], out=str(args.work / "ckpt"),
                                 policy="lamp", stage="both", stage1_steps=args.stage1_steps,
                                 stage2_steps=args.stage2_steps, batch_size=args.batch_size, seed=args.seed,
-                                progress=True)
+                                augment_shift=args.augment_shift, progress=True)
     run_training(config)
     with open(args.work / "ckpt" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -116,13 +123,15 @@ def evaluate(args: argparse.Namespace, label: str, policy_kwargs: dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=lambda s: [int(t) for t in s.split(",")], default=[0, 1])
-    parser.add_argument("--demos", type=int, default=15, help="successful demonstrations per task")
+    parser.add_argument("--tasks", type=lambda s: [int(t) for t in s.split(",")], default=[0])
+    parser.add_argument("--demos", type=int, default=30, help="successful demonstrations per task")
     parser.add_argument("--noise", type=float, default=0.1, help="DART action noise (std) while collecting")
-    parser.add_argument("--collect-workers", type=int, default=2, help="simulator processes collecting at once")
+    parser.add_argument("--collect-workers", type=int, default=2, help="simulator processes collecting at once (each takes a share of the initial states)")
     parser.add_argument("--stage1-steps", type=int, default=150)
-    parser.add_argument("--stage2-steps", type=int, default=1500)
+    parser.add_argument("--stage2-steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--augment-shift", type=int, default=4,
+                        help="random image shift in pixels while training (0: off); a few demos overfit without it")
     parser.add_argument("--eval-inits", type=int, default=10, help="initial states 0..N-1 are evaluated, not trained on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "results" / "train_tiny_work")

@@ -71,9 +71,12 @@ class InProcessEnv(EnvHandle):
         self.env.close()
 
 
-def _serve_env(conn, suite_name: str, suite_kwargs: dict, needs: PolicyNeeds, torch_threads: int) -> None:
+def _serve_env(conn, suite_name: str, suite_kwargs: dict, needs: PolicyNeeds, threads: int) -> None:
     """Child process: build one environment and answer the parent's calls until told to close."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+    # K environment processes already keep K cores busy: thread pools inside each (torch's OpenMP, Mesa's
+    # llvmpipe software rasteriser, which otherwise starts one thread per core) would only oversubscribe them.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("LP_NUM_THREADS", str(threads))
     from lamp_bench.harness.registry import SUITES, load_builtin_entries
 
     load_builtin_entries()
@@ -101,8 +104,8 @@ class SubprocessEnv(EnvHandle):
     """One environment in its own spawned process; a crash or a hang restarts the process."""
 
     def __init__(self, suite_name: str, suite_kwargs: dict, needs: PolicyNeeds,
-                 timeout_s: float = 300.0, start_timeout_s: float = 600.0, torch_threads: int = 1):
-        self._args = (suite_name, suite_kwargs, needs, torch_threads)
+                 timeout_s: float = 300.0, start_timeout_s: float = 600.0, threads: int = 1):
+        self._args = (suite_name, suite_kwargs, needs, threads)
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self._process = None

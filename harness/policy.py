@@ -22,9 +22,9 @@ CAMERA_ROLES = ("third_person", "wrist")
 class PolicyNeeds:
     """What a policy consumes, so a suite renders and computes only that."""
 
-    cameras: tuple[str, ...] = ("third_person",)  # roles from CAMERA_ROLES, mapped by each suite
+    cameras: tuple[str, ...] = ("third_person",)  # roles from CAMERA_ROLES; each comes with intrinsics and extrinsics
     image_size: int = 224  # square side the suite resizes images to
-    depth: bool = False  # metric depth (metres) per camera, with intrinsics and extrinsics
+    depth: bool = False  # metric depth (metres) per camera
     segmentation: bool = False  # per-pixel body ids per camera
     proprio: bool = False  # end-effector position, quaternion, gripper joints
     privileged: bool = False  # simulator state for scripted policies (object poses, goals)

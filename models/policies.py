@@ -135,8 +135,9 @@ class LaMPPolicy(Policy):
             self.depth_estimator = build_depth_estimator(
                 cfg.motion.depth, weights=depth_weights, random_init=random_depth
             ).to(self.device).eval()
-        # Motion variants get intrinsics (for lifting) through `depth`; only sim depth reads the map.
-        self.needs = PolicyNeeds(cameras=(CAMERA,), image_size=cfg.vision.image_size, depth=self.use_motion)
+        # Every camera comes with its intrinsics (for lifting); only simulator depth needs the depth map.
+        self.needs = PolicyNeeds(cameras=(CAMERA,), image_size=cfg.vision.image_size,
+                                 depth=self.use_motion and self.depth_source == "sim")
         self._tasks: dict[int, Task] = {}
         self._stats: dict[int, ActionStats] = {}
         self._noise: dict[int, torch.Generator] = {}
@@ -214,13 +215,14 @@ class LaMPPolicy(Policy):
             if image is None or image.shape != (size, size, 3):
                 got = None if image is None else image.shape
                 raise ValueError(f"policy {self.name!r} needs a {CAMERA!r} image of shape ({size}, {size}, 3); got {got}")
-            batch.append(torch.from_numpy(np.ascontiguousarray(image)))
-        return torch.stack(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            batch.append(image)
+        # np.stack copies into one writable array (suite images may be read-only views).
+        return torch.from_numpy(np.stack(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
     def _intrinsics(self, observations: Sequence[Observation]) -> torch.Tensor:
         if any(CAMERA not in o.intrinsics for o in observations):
             raise ValueError(f"policy {self.name!r} lifts patches to 3D and needs {CAMERA!r} intrinsics in every "
-                             "observation (PolicyNeeds.depth asks the suite for them)")
+                             "observation (every suite camera delivers them)")
         return torch.from_numpy(np.stack([o.intrinsics[CAMERA] for o in observations])).float().to(self.device)
 
     def _depth(self, observations: Sequence[Observation], images: torch.Tensor) -> torch.Tensor:
