@@ -176,7 +176,7 @@ def default_envs_per_worker(workers: int = 1) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Slurm executor (helper D). Job arrays through submitit's SlurmExecutor -- not AutoExecutor, whose
+# Slurm executor. Job arrays through submitit's SlurmExecutor -- not AutoExecutor, whose
 # detection picks Slurm whenever `srun` is on PATH. Job states come from `squeue`, which works on
 # clusters without Slurm's accounting database (where submitit's `sacct` calls fail).
 
