@@ -55,7 +55,7 @@ def episodes_per_hour(k: int, n_episodes: int) -> dict:
             "steps_per_s": round(steps / wall, 2)}
 
 
-def _raw_steps(threads: str | None, steps: int, queue) -> None:
+def _raw_steps(threads: str | None, steps: int, ready, go, result) -> None:
     """Child process: build one LIBERO environment and time `steps` plain env.step calls."""
     if threads is not None:
         os.environ["LP_NUM_THREADS"] = threads
@@ -66,12 +66,12 @@ def _raw_steps(threads: str | None, steps: int, queue) -> None:
     env.reset(suite.episodes([0], 1, seed=0)[0])
     action = np.zeros(7)
     action[6] = -1.0
-    queue.put("ready")
-    queue.get()  # start together
+    ready.put(True)
+    go.wait()  # all processes step at the same time
     start = time.perf_counter()
     for _ in range(steps):
         env.step(action)
-    queue.put(time.perf_counter() - start)
+    result.put(time.perf_counter() - start)
     env.close()
 
 
@@ -80,15 +80,15 @@ def raw_ceiling(k: int, steps: int = 60) -> dict:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    queues = [ctx.Queue() for _ in range(k)]
-    processes = [ctx.Process(target=_raw_steps, args=(None if k == 1 else "1", steps, q)) for q in queues]
+    ready, go, result = ctx.Queue(), ctx.Event(), ctx.Queue()
+    processes = [ctx.Process(target=_raw_steps, args=(None if k == 1 else "1", steps, ready, go, result))
+                 for _ in range(k)]
     for process in processes:
         process.start()
-    for queue in queues:
-        assert queue.get() == "ready"
-    for queue in queues:
-        queue.put("go")
-    walls = [queue.get() for queue in queues]
+    for _ in processes:
+        ready.get()
+    go.set()
+    walls = [result.get() for _ in processes]
     for process in processes:
         process.join()
     return {"k": k, "steps_per_s": round(k * steps / max(walls), 2)}
