@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from lamp_bench.models.config import BYTE_VOCAB, LLMConfig
 
@@ -41,7 +41,10 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
 
 def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved in a checkpoint folder (local files only, never remote code)."""
-    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+    # An empty config: the folder's config.json is lamp-bench's model config, which transformers would
+    # misread as a model type; the tokenizer class comes from tokenizer_config.json.
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False,
+                                         config=PretrainedConfig())
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, llm: LLMConfig, instruction: str) -> list[int]:
