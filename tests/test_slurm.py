@@ -48,17 +48,6 @@ def slurm_cluster():
         subprocess.run(["bash", str(SLURM_SH), "stop"], check=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def libero_assets():
-    """Slurm jobs inherit this process's environment, so the asset folder travels with them."""
-    if not os.environ.get("LAMP_BENCH_LIBERO_ASSETS"):
-        shared = REPO.parent / "shared" / "assets" / "libero"
-        if not shared.is_dir():
-            pytest.skip("set LAMP_BENCH_LIBERO_ASSETS to LIBERO's assets folder")
-        os.environ["LAMP_BENCH_LIBERO_ASSETS"] = str(shared)
-    return os.environ["LAMP_BENCH_LIBERO_ASSETS"]
-
-
 def outcomes(out: Path) -> dict[tuple, tuple]:
     return {record_key(r): (r["status"], r["success"], r["steps"]) for r in EpisodeStore(out).records()}
 

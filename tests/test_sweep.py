@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import signal
 import subprocess
@@ -28,15 +27,6 @@ def ckpt_dir(tmp_path, monkeypatch):
         (tmp_path / "ckpt" / name).mkdir(parents=True)
     monkeypatch.setenv("CKPT_DIR", str(tmp_path / "ckpt"))
     return tmp_path / "ckpt"
-
-
-@pytest.fixture(scope="module")
-def libero_assets():
-    if not os.environ.get("LAMP_BENCH_LIBERO_ASSETS"):
-        shared = REPO.parent / "shared" / "assets" / "libero"
-        if not shared.is_dir():
-            pytest.skip("set LAMP_BENCH_LIBERO_ASSETS to LIBERO's assets folder")
-        os.environ["LAMP_BENCH_LIBERO_ASSETS"] = str(shared)
 
 
 def write(tmp_path: Path, text: str) -> Path:
