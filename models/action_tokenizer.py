@@ -4,6 +4,7 @@ Actions are normalised per dimension to [-1, 1] with the dataset's 1st/99th perc
 whose `mask` is false, e.g. the gripper, are left as they are), then binned: 256 uniform bin edges on
 [-1, 1], token id = vocab_end - digitize(a, edges), i.e. the last 256 ids below `vocab_end`.
 Decoding maps an id to the centre of its bin (255 centres: the top edge shares the last centre).
+Models with a proprioception token normalise it the same way, with the dataset's own q01/q99.
 """
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ class ActionTokenizer:
 GRIPPER_OPENVLA = "openvla"
 GRIPPER_CANONICAL = "canonical"
 
+# The proprioception a model with `cfg.proprio` sees: end-effector position (3) and gripper joints (2),
+# picked from harness.policy's (9,) vector (eef xyz, eef quat xyzw, gripper joints). The orientation is
+# left out: q and -q are one rotation, and a hand pointing down sits where axis-angle wraps around.
+PROPRIO_DIM = 5
+
+
+def proprio_features(state: np.ndarray) -> np.ndarray:
+    """(..., 9) harness proprioception -> (..., PROPRIO_DIM)."""
+    state = np.asarray(state)
+    return np.concatenate([state[..., :3], state[..., 7:9]], axis=-1)
+
 
 @dataclass(frozen=True)
 class ActionStats:
@@ -53,6 +65,8 @@ class ActionStats:
     q99: np.ndarray  # (D,)
     mask: np.ndarray  # (D,) bool: which dimensions are normalised
     gripper: str = GRIPPER_OPENVLA
+    proprio_q01: np.ndarray | None = None  # (PROPRIO_DIM,) when the data had proprioception
+    proprio_q99: np.ndarray | None = None
 
     @classmethod
     def from_json(cls, entry: dict, where: str) -> "ActionStats":
@@ -68,13 +82,29 @@ class ActionStats:
             raise ValueError(f"{where}: q01 {q01.shape}, q99 {q99.shape}, mask {mask.shape} must be equal 1-D shapes")
         if gripper not in (GRIPPER_OPENVLA, GRIPPER_CANONICAL):
             raise ValueError(f"{where}: gripper convention {gripper!r} is not {GRIPPER_OPENVLA!r} or {GRIPPER_CANONICAL!r}")
-        return cls(q01, q99, mask, gripper)
+        proprio = entry.get("proprio") or {}
+        p01, p99 = (np.asarray(proprio[k], dtype=np.float64) if k in proprio else None for k in ("q01", "q99"))
+        if (p01 is None) != (p99 is None) or (p01 is not None and (p01.shape != p99.shape or p01.ndim != 1)):
+            raise ValueError(f"{where}: proprio.q01 and proprio.q99 must both be given, as equal 1-D shapes")
+        return cls(q01, q99, mask, gripper, p01, p99)
 
     def to_json(self) -> dict:
-        return {
+        entry = {
             "action": {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()},
             "gripper": self.gripper,
         }
+        if self.proprio_q01 is not None:
+            entry["proprio"] = {"q01": self.proprio_q01.tolist(), "q99": self.proprio_q99.tolist()}
+        return entry
+
+    def normalize_proprio(self, features: np.ndarray) -> np.ndarray:
+        """(..., PROPRIO_DIM) proprio_features -> [-1, 1] (float32)."""
+        if self.proprio_q01 is None or self.proprio_q01.shape != (PROPRIO_DIM,):
+            have = "none" if self.proprio_q01 is None else f"{self.proprio_q01.shape[0]} values"
+            raise ValueError(f"these statistics have no proprioception q01/q99 of {PROPRIO_DIM} values ({have}); "
+                             "a model with a proprioception token needs the statistics of the data it was trained on")
+        scaled = 2.0 * (features - self.proprio_q01) / np.maximum(self.proprio_q99 - self.proprio_q01, 1e-8) - 1.0
+        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
 
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         """Raw dataset actions (..., D) -> [-1, 1] (for training targets)."""

@@ -139,6 +139,11 @@ class LaMPConfig:
     motion: MotionConfig | None = None  # None: OpenVLA-style action expert alone
     bridge: BridgeConfig | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # One extra LLM token after the patches projecting the robot's proprioception (PROPRIO_DIM values:
+    # end-effector position and gripper joints, normalised with the dataset's q01/q99), as OpenVLA-OFT
+    # adds. OpenVLA and the paper have none; the tiny preset has it, because a 64-px third-person image
+    # alone does not tell a from-scratch model whether the open hand hovers above the bowl or is at it.
+    proprio: bool = False
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -219,6 +224,7 @@ def _tiny() -> LaMPConfig:
         motion=MotionConfig(hidden_size=128, num_layers=4, num_heads=4, depth=DepthConfig("sim", 64)),
         bridge=BridgeConfig(layers=(2, 3), num_heads=4, head_dim=32),
         lora=LoraSettings(rank=8, alpha=8),
+        proprio=True,
     )
 
 

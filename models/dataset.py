@@ -1,7 +1,8 @@
 """Demonstration files (ours or official LIBERO) -> training samples for the LaMP family.
 
 A sample is one step t of one demonstration: the third-person image at the model's size, the
-instruction, the action normalised with its dataset's q01/q99 statistics, and -- for models with a
+instruction, the action normalised with its dataset's q01/q99 statistics (and the proprioception, for
+models with a proprioception token, normalised likewise), and -- for models with a
 motion expert -- the depth map and intrinsics the model lifts its patch centres with, plus the scene
 flow of those patch-centre points from t to t + horizon (the motion expert's target).
 
@@ -38,6 +39,7 @@ class SampleSpec:
     image_size: int
     patch_size: int
     motion: bool  # depth, intrinsics and flow targets
+    proprio: bool = False  # normalised end-effector position and gripper joints
     flow_source: str = "sim"
     flow_horizon: int = 1
     dense_flow: bool = False  # labels at every pixel (for shift augmentation), else at the patch centres
@@ -65,6 +67,9 @@ def check_files(infos: list[DemoFileInfo], spec: SampleSpec) -> None:
     for info in infos:
         if CAMERA not in info.cameras:
             raise DemoFileError(f"{info.path}: no third-person images (obs/agentview_rgb), which LaMP policies see")
+        if spec.proprio and not info.has_proprio:
+            raise DemoFileError(f"{info.path}: no proprioception (obs/ee_pos and obs/gripper_states), which this "
+                                "model's proprioception token needs")
         if not spec.motion:
             continue
         if not info.has_depth:
@@ -78,18 +83,27 @@ def check_files(infos: list[DemoFileInfo], spec: SampleSpec) -> None:
 
 
 def action_statistics(infos: list[DemoFileInfo]) -> dict[str, ActionStats]:
-    """q01/q99 of every action dimension, per dataset key; the gripper dimension is not normalised."""
-    by_key: dict[str, list[np.ndarray]] = {}
+    """q01/q99 of every action dimension, per dataset key; the gripper dimension is not normalised.
+    Proprioception q01/q99 too, where every file of the key has it."""
+    actions: dict[str, list[np.ndarray]] = {}
+    proprio: dict[str, list[np.ndarray] | None] = {}
     for info in infos:
         reader = DemoReader(info)
-        by_key.setdefault(info.dataset, []).extend(reader.actions(d) for d in range(len(info.demos)))
+        actions.setdefault(info.dataset, []).extend(reader.actions(d) for d in range(len(info.demos)))
+        if info.has_proprio and proprio.get(info.dataset, []) is not None:
+            proprio.setdefault(info.dataset, []).extend(reader.proprio(d) for d in range(len(info.demos)))
+        else:
+            proprio[info.dataset] = None
         reader.close()
     stats = {}
-    for key, chunks in by_key.items():
-        actions = np.concatenate(chunks)
-        mask = np.array([True] * ARM_DIMS + [False] * (actions.shape[1] - ARM_DIMS))
-        stats[key] = ActionStats(np.quantile(actions, 0.01, axis=0), np.quantile(actions, 0.99, axis=0), mask,
-                                 GRIPPER_CANONICAL)
+    for key, chunks in actions.items():
+        values = np.concatenate(chunks)
+        mask = np.array([True] * ARM_DIMS + [False] * (values.shape[1] - ARM_DIMS))
+        states = np.concatenate(proprio[key]) if proprio[key] else None
+        stats[key] = ActionStats(np.quantile(values, 0.01, axis=0), np.quantile(values, 0.99, axis=0), mask,
+                                 GRIPPER_CANONICAL,
+                                 *((np.quantile(states, 0.01, axis=0), np.quantile(states, 0.99, axis=0))
+                                   if states is not None else (None, None)))
     return stats
 
 
@@ -178,6 +192,10 @@ class DemoDataset(torch.utils.data.Dataset):
             [stats[info.dataset].normalize(reader.actions(d)).astype(np.float32) for d in range(len(info.demos))]
             for info, reader in zip(infos, self.readers)
         ]
+        self.proprio = None
+        if spec.proprio:
+            self.proprio = [[stats[info.dataset].normalize_proprio(reader.proprio(d)) for d in range(len(info.demos))]
+                            for info, reader in zip(infos, self.readers)]
         self.flow: list[list[np.ndarray]] | None = None
         self.camera: list[list[tuple[np.ndarray, np.ndarray]]] | None = None
         if spec.motion:
@@ -202,6 +220,8 @@ class DemoDataset(torch.utils.data.Dataset):
             "instruction": info.instruction,
             "action": self.actions[f][d][t],
         }
+        if self.proprio is not None:
+            sample["proprio"] = self.proprio[f][d][t]
         if self.flow is not None:
             depth = reader.depth(d, t)
             size = self.spec.image_size
@@ -240,4 +260,5 @@ class Collate:
         stack = lambda key: torch.from_numpy(np.stack([s[key] for s in samples])) if key in samples[0] else None
         images = stack("image").permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
         return Batch(images=images, prompt_ids=[t[0] for t in tokens], instruction_ids=[t[1] for t in tokens],
-                     actions=stack("action"), depth=stack("depth"), intrinsics=stack("intrinsics"), flow=stack("flow"))
+                     actions=stack("action"), proprio=stack("proprio"), depth=stack("depth"),
+                     intrinsics=stack("intrinsics"), flow=stack("flow"))

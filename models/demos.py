@@ -250,6 +250,7 @@ class DemoFileInfo:
     has_depth: bool  # metric depth + intrinsics/extrinsics of the third-person camera
     has_segmentation: bool
     has_body_poses: bool
+    has_proprio: bool = False  # obs/ee_pos and obs/gripper_states (ours and official files)
 
 
 def _demo_index(name: str) -> int:
@@ -321,6 +322,7 @@ def inspect_demo_file(path: str | Path) -> DemoFileInfo:
             has_depth=depth is not None and depth.attrs.get("units") == "m" and "agentview_intrinsics" in obs,
             has_segmentation="agentview_seg" in obs,
             has_body_poses="body_poses" in obs,
+            has_proprio="ee_pos" in obs and "gripper_states" in obs,
         )
 
 
@@ -376,6 +378,11 @@ class DemoReader:
         """(T, 3, 3) intrinsics and (T, 4, 4) extrinsics of the third-person camera."""
         obs = self.demo(index)["obs"]
         return obs["agentview_intrinsics"][()], obs["agentview_extrinsics"][()]
+
+    def proprio(self, index: int) -> np.ndarray:
+        """(T, PROPRIO_DIM) end-effector position and gripper joints (action_tokenizer.proprio_features)."""
+        obs = self.demo(index)["obs"]
+        return np.concatenate([obs["ee_pos"][()], obs["gripper_states"][()]], axis=1)
 
     def body_poses(self, index: int) -> np.ndarray:
         return self.demo(index)["obs"]["body_poses"][()]

@@ -3,7 +3,8 @@ tokens) with an optional motion expert whose hidden states reach the LLM through
 bridges. One code path for every preset; `cfg.motion is None` is the action expert alone.
 
 Sequence layout (one row per batch element; prompts differ in length):
-    [BOS] [Np patch embeddings] [pad ...] [prompt tokens after BOS] (+ [7 action ids] [EOS] in training)
+    [BOS] [Np patch embeddings] ([proprio]) [pad ...] [prompt tokens after BOS] (+ [7 action ids] [EOS] in training)
+The proprioception token is there only when `cfg.proprio` (not in OpenVLA or the paper).
 Padding sits between the patches and the text, so every row ends at the same position (action
 tokens line up across the batch) and no query row is fully masked; positions skip the padding.
 """
@@ -19,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lamp_bench.models.action_tokenizer import ActionTokenizer
+from lamp_bench.models.action_tokenizer import PROPRIO_DIM, ActionTokenizer
 from lamp_bench.models.bridge import MotionBridge
 from lamp_bench.models.config import LaMPConfig, LLMConfig
 from lamp_bench.models.lifting import PointLifter
@@ -47,6 +48,19 @@ def build_llm(cfg: LLMConfig) -> LlamaForCausalLM:
     ))
 
 
+class ProprioProjector(nn.Module):
+    """OpenVLA-OFT's proprioception projector: fc1 -> GELU -> fc2, (B, PROPRIO_DIM) -> (B, D_llm)."""
+
+    def __init__(self, llm_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(PROPRIO_DIM, llm_dim)
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+        self.act = nn.GELU()
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(proprio)))
+
+
 @dataclass
 class Batch:
     """A training batch. Token ids are per-row lists (prompts differ in length).
@@ -57,6 +71,7 @@ class Batch:
     prompt_ids: list[list[int]]  # text_tokenizer.prompt_ids: BOS + prompt
     instruction_ids: list[list[int]]  # text_tokenizer.instruction_ids
     actions: torch.Tensor  # (B, 7) normalised to [-1, 1] (ActionStats.normalize)
+    proprio: torch.Tensor | None = None  # (B, PROPRIO_DIM) ActionStats.normalize_proprio; models with cfg.proprio
     points: torch.Tensor | None = None  # (B, Np, 3) patch-centre points, camera frame, metres
     depth: torch.Tensor | None = None  # (B, h, w) metres
     intrinsics: torch.Tensor | None = None  # (B, 3, 3) for the S x S image
@@ -70,6 +85,7 @@ class LaMP(nn.Module):
         self.action_tokenizer = ActionTokenizer(cfg.action.vocab_end, cfg.action.n_bins)
         self.vision_backbone = VisionBackbone(cfg.vision)
         self.projector = Projector(cfg.vision.feature_dim, cfg.llm.hidden_size)
+        self.proprio_projector = ProprioProjector(cfg.llm.hidden_size) if cfg.proprio else None
         self.language_model: LlamaForCausalLM | PeftModel = build_llm(cfg.llm)
         self.motion_expert = None
         self.bridges = None
@@ -122,8 +138,17 @@ class LaMP(nn.Module):
             for bridge in bridges:
                 bridge.set_context(None)
 
+    def visual_tokens(self, features: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+        """features (B, Np, Dv), proprio (B, PROPRIO_DIM) -> (B, Np (+1), D) LLM embeddings before the text."""
+        patches = self.projector(features)
+        if self.proprio_projector is None:
+            return patches
+        if proprio is None:
+            raise ValueError("this model has a proprioception token (cfg.proprio): pass the normalised proprioception")
+        return torch.cat([patches, self.proprio_projector(proprio.to(patches.dtype))[:, None]], dim=1)
+
     def multimodal_inputs(self, patch_embeds: torch.Tensor, token_ids: list[list[int]]):
-        """patch_embeds (B, Np, D), token_ids rows starting with BOS
+        """patch_embeds (B, Np (+1), D) visual_tokens, token_ids rows starting with BOS
         -> inputs_embeds (B, L, D), attention_mask (B, L), position_ids (B, L); see the module doc."""
         bos = torch.tensor([row[0] for row in token_ids], device=self.device)[:, None]
         text, text_mask = _pad_left([row[1:] for row in token_ids], self.cfg.llm.pad_token_id, self.device)
@@ -165,7 +190,7 @@ class LaMP(nn.Module):
         targets = torch.cat([torch.as_tensor(action_ids, device=self.device),
                              torch.full((len(action_ids), 1), self.cfg.llm.eos_token_id, device=self.device)], dim=1)
         rows = [p + t for p, t in zip(batch.prompt_ids, targets.tolist(), strict=True)]
-        inputs, mask, positions = self.multimodal_inputs(self.projector(features), rows)
+        inputs, mask, positions = self.multimodal_inputs(self.visual_tokens(features, batch.proprio), rows)
         n = targets.shape[1]
         with self.motion_context(h):
             logits = self.language_model(
@@ -205,15 +230,17 @@ class LaMP(nn.Module):
         points: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
         steps: int | None = None,
+        proprio: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """images (B, 3, S, S) in [0, 1] -> action ids (B, 7), flow (B, Np, 3) or None.
-        The motion pathway runs when `points` is given (with instruction ids and noise x0)."""
+        The motion pathway runs when `points` is given (with instruction ids and noise x0); `proprio`
+        (B, PROPRIO_DIM) is for models with a proprioception token."""
         features = self.vision_backbone(images)
         flow = h = None
         if points is not None:
             flow, h = self.motion_prior(features, points, instruction_ids, x0, steps or self.cfg.motion.steps)
         with self.motion_context(h):
-            return self.generate_actions(self.projector(features), prompt_ids), flow
+            return self.generate_actions(self.visual_tokens(features, proprio), prompt_ids), flow
 
     # --- fine-tuning and weights ------------------------------------------------------------
     def add_lora(self) -> None:

@@ -24,7 +24,7 @@ import torch
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Policy, PolicyNeeds, Task, slot_indices
 from lamp_bench.harness.registry import register_policy
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
+from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats, proprio_features
 from lamp_bench.models.checkpoint import load_checkpoint
 from lamp_bench.models.config import LaMPConfig, preset as preset_config
 from lamp_bench.models.lamp import build_model, count_parameters
@@ -92,9 +92,11 @@ VARIANTS = {v.name: v for v in [
 
 
 def identity_statistics() -> dict[str, ActionStats]:
-    """For an untrained model: decoded actions are used as they are (canonical units)."""
+    """For an untrained model: decoded actions are used as they are (canonical units), and so is the
+    proprioception."""
     ones = np.ones(7)
-    return {"untrained": ActionStats(-ones, ones, ones.astype(bool), GRIPPER_CANONICAL)}
+    return {"untrained": ActionStats(-ones, ones, ones.astype(bool), GRIPPER_CANONICAL,
+                                     -np.ones(PROPRIO_DIM), np.ones(PROPRIO_DIM))}
 
 
 class LaMPPolicy(Policy):
@@ -137,7 +139,7 @@ class LaMPPolicy(Policy):
             ).to(self.device).eval()
         # Every camera comes with its intrinsics (for lifting); only simulator depth needs the depth map.
         self.needs = PolicyNeeds(cameras=(CAMERA,), image_size=cfg.vision.image_size,
-                                 depth=self.use_motion and self.depth_source == "sim")
+                                 depth=self.use_motion and self.depth_source == "sim", proprio=cfg.proprio)
         self._tasks: dict[int, Task] = {}
         self._stats: dict[int, ActionStats] = {}
         self._noise: dict[int, torch.Generator] = {}
@@ -169,6 +171,7 @@ class LaMPPolicy(Policy):
         ids, _ = self.model.predict_action_ids(
             images, [t[0] for t in tokens], [t[1] for t in tokens], points, x0,
             self.cfg.motion.steps if self.use_motion else None,
+            self._proprio(observations, index) if self.cfg.proprio else None,
         )
         normalized = self.model.action_tokenizer.decode(ids)  # (B, 7)
         return np.stack([self._stats[s].to_canonical(normalized[i]) for i, s in enumerate(index)])
@@ -218,6 +221,12 @@ class LaMPPolicy(Policy):
             batch.append(image)
         # np.stack copies into one writable array (suite images may be read-only views).
         return torch.from_numpy(np.stack(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def _proprio(self, observations: Sequence[Observation], slots: Sequence[int]) -> torch.Tensor:
+        if any(o.proprio is None for o in observations):
+            raise ValueError(f"policy {self.name!r} has a proprioception token and needs proprio in every observation")
+        rows = [self._stats[s].normalize_proprio(proprio_features(o.proprio)) for o, s in zip(observations, slots)]
+        return torch.from_numpy(np.stack(rows)).to(self.device)
 
     def _intrinsics(self, observations: Sequence[Observation]) -> torch.Tensor:
         if any(CAMERA not in o.intrinsics for o in observations):

@@ -87,7 +87,7 @@ def instrument(policy: LaMPPolicy, clock: Callable[[], float] = time.perf_counte
 
 
 def fake_observations(policy: LaMPPolicy, batch: int, seed: int = 0) -> list[Observation]:
-    """Random images and depth with a plausible pinhole camera (content does not change timing)."""
+    """Random images, depth and hand position with a plausible pinhole camera (content does not change timing)."""
     rng = np.random.default_rng(seed)
     s = policy.needs.image_size
     k = np.array([[s, 0.0, (s - 1) / 2], [0.0, s, (s - 1) / 2], [0.0, 0.0, 1.0]], dtype=np.float32)
@@ -97,6 +97,7 @@ def fake_observations(policy: LaMPPolicy, batch: int, seed: int = 0) -> list[Obs
             images={CAMERA: rng.integers(0, 256, (s, s, 3), dtype=np.uint8)},
             depth={CAMERA: rng.uniform(0.5, 2.0, (s, s)).astype(np.float32)},
             intrinsics={CAMERA: k},
+            proprio=np.r_[rng.uniform(-0.3, 0.3, 3), 1.0, 0.0, 0.0, 0.0, 0.04, -0.04].astype(np.float32),
         )
         for _ in range(batch)
     ]

@@ -236,7 +236,7 @@ def prepare(config: TrainConfig, saved_model_config: dict[str, Any] | None = Non
         depth_estimator = build_depth_estimator(cfg.motion.depth).to(device).eval().requires_grad_(False)
     infos = open_demo_files(config.data)
     spec = SampleSpec(cfg.vision.image_size, cfg.vision.patch_size, motion=cfg.motion is not None,
-                      flow_source=config.flow_source, flow_horizon=config.flow_horizon,
+                      proprio=cfg.proprio, flow_source=config.flow_source, flow_horizon=config.flow_horizon,
                       dense_flow=config.augment_shift > 0)
     statistics = action_statistics(infos)
     cache = Path(config.flow_cache) if config.flow_cache else default_cache_dir()

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from demo_data import ASSETS, COLLECT, collected, demo_file, needs_libero
 
+from lamp_bench.models.action_tokenizer import proprio_features
+from lamp_bench.models.dataset import SampleSpec, action_statistics, check_files
 from lamp_bench.models.demos import DemoFileError, DemoReader, DemoWriter, Frame, TaskInfo, inspect_demo_file
 
 TASK = TaskInfo("libero_spatial", 3, "put_it_there", "put it there", "libero_spatial", "x/libero_spatial/put_it_there.bddl")
@@ -37,9 +39,10 @@ def test_writer_round_trip_and_official_orientation(tmp_path):
     assert writer.attempted() == {2, 5} and writer.successes() == 1
     info = inspect_demo_file(path)
     assert (info.dataset, info.instruction, info.demos, info.lengths) == ("libero_spatial", "put it there", ["demo_0"], [4])
-    assert info.flipped and info.has_depth and info.has_segmentation and info.has_body_poses
+    assert info.flipped and info.has_depth and info.has_segmentation and info.has_body_poses and info.has_proprio
     reader = DemoReader(info)
     assert np.array_equal(reader.actions(0), np.stack([f.action for f in demo]))
+    assert np.array_equal(reader.proprio(0), proprio_features(np.stack([f.proprio for f in demo])))
     for t in range(4):  # the reader gives back exactly what the suite showed the policy
         assert np.array_equal(reader.rgb(0, t, "third_person"), demo[t].images["third_person"])
         assert np.array_equal(reader.segmentation(0, t), demo[t].segmentation["third_person"])
@@ -72,6 +75,13 @@ def test_official_libero_file_reads_through_the_same_reader(tmp_path):
     assert info.dataset == "libero_goal" and info.instruction == "put it there"
     assert info.cameras == ("third_person", "wrist") and not info.has_depth and not info.has_segmentation
     assert np.array_equal(DemoReader(info).rgb(0, 1, "third_person"), upright[1])
+    with pytest.raises(DemoFileError, match="no proprioception .*obs/ee_pos and obs/gripper_states"):
+        check_files([info], SampleSpec(64, 8, motion=False, proprio=True))
+    with h5py.File(path, "a") as f:
+        f["data/demo_0/obs"].create_dataset("ee_pos", data=np.ones((3, 3)))
+        f["data/demo_0/obs"].create_dataset("gripper_states", data=np.zeros((3, 2)))
+    stats = action_statistics([inspect_demo_file(path)])["libero_goal"]
+    assert np.array_equal(stats.proprio_q01, [1, 1, 1, 0, 0]) and np.array_equal(stats.proprio_q99, [1, 1, 1, 0, 0])
 
 
 def test_bad_demo_files_are_named_with_the_problem(tmp_path):

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, GRIPPER_OPENVLA, ActionStats, ActionTokenizer
+from lamp_bench.models.action_tokenizer import (
+    GRIPPER_CANONICAL,
+    GRIPPER_OPENVLA,
+    PROPRIO_DIM,
+    ActionStats,
+    ActionTokenizer,
+)
 from lamp_bench.models.config import LaMPConfig, preset
 from lamp_bench.models.lamp import Batch, build_model, count_parameters
 from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt, prompt_ids
@@ -33,7 +39,8 @@ def inputs(cfg: LaMPConfig, tokenizer, seed: int = 0):
     k = torch.tensor([[s * 0.8, 0.0, (s - 1) / 2], [0.0, s * 0.8, (s - 1) / 2], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
     prompts = [prompt_ids(tokenizer, cfg.llm, i) for i in INSTRUCTIONS]
     instr = [instruction_ids(tokenizer, i) for i in INSTRUCTIONS]
-    return images, depth, k, prompts, instr
+    proprio = torch.rand(2, PROPRIO_DIM, generator=g) * 2 - 1
+    return images, depth, k, prompts, instr, proprio
 
 
 def randomize_bridges(model) -> None:
@@ -103,11 +110,11 @@ def test_lifting_inverts_projection(tiny):
 
 def test_zero_initialised_bridges_leave_logits_unchanged(tiny, tokenizer):
     model = build_model(tiny).eval()
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
     with torch.no_grad():
         features = model.vision_backbone(images)
         _, h = model.motion_prior(features, model.lift(depth, k), instr, model.sample_noise(2), 1)
-        embeds, mask, pos = model.multimodal_inputs(model.projector(features), prompts)
+        embeds, mask, pos = model.multimodal_inputs(model.visual_tokens(features, proprio), prompts)
         plain = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
         with model.motion_context(h):
             bridged = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
@@ -118,14 +125,29 @@ def test_zero_initialised_bridges_leave_logits_unchanged(tiny, tokenizer):
     assert not torch.allclose(plain, trained)  # the hooks do act once the bridges have weights
 
 
+def test_proprioception_token(tiny, tokenizer):
+    """The tiny preset's extra token after the patches carries the hand's state; it is required there."""
+    model = build_model(tiny).eval()
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
+    with torch.no_grad():
+        features = model.vision_backbone(images)
+        here, there = model.visual_tokens(features, proprio), model.visual_tokens(features, -proprio)
+        assert here.shape == (2, tiny.vision.num_patches + 1, tiny.llm.hidden_size)
+        assert torch.equal(here[:, :-1], there[:, :-1]) and not torch.allclose(here[:, -1], there[:, -1])
+        with pytest.raises(ValueError, match="proprioception token"):
+            model.visual_tokens(features, None)
+        without = build_model(tiny.replace(proprio=False)).eval()
+        assert without.visual_tokens(features, None).shape[1] == tiny.vision.num_patches
+
+
 def test_gated_and_ungated_bridges_differ(tiny, tokenizer):
     gated = build_model(tiny).eval()
     randomize_bridges(gated)
     ungated = build_model(tiny.replace(bridge=dataclasses.replace(tiny.bridge, gated=False))).eval()
     own = {k: v for k, v in gated.state_dict().items() if ".gate." not in k}
     assert not ungated.load_state_dict(own, strict=False).missing_keys  # same weights but the gate
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
-    batch = Batch(images, prompts, instr, torch.zeros(2, 7), depth=depth, intrinsics=k)
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
+    batch = Batch(images, prompts, instr, torch.zeros(2, 7), proprio, depth=depth, intrinsics=k)
     torch.manual_seed(0)
     a = gated(batch)["action_logits"]
     torch.manual_seed(0)
@@ -135,7 +157,7 @@ def test_gated_and_ungated_bridges_differ(tiny, tokenizer):
 
 def test_euler_steps(tiny, tokenizer):
     model = build_model(tiny).eval()
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
     me = model.motion_expert
     calls = []
     me.blocks.register_forward_hook(lambda *_: calls.append(1))
@@ -157,7 +179,7 @@ def test_flow_matching_loss_trains(tiny, tokenizer):
     """The OT-CFM objective is minimisable: a few steps on one batch lower it."""
     torch.manual_seed(0)
     model = build_model(tiny)
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
     flow = torch.zeros(2, tiny.vision.num_patches, 3)
     flow[..., 2] = 0.3
     opt = torch.optim.AdamW(model.motion_expert.parameters(), lr=3e-3)
@@ -179,8 +201,8 @@ def test_flow_matching_loss_trains(tiny, tokenizer):
 def test_training_forward_and_parameter_groups(tiny, tokenizer):
     model = build_model(tiny)
     model.add_lora()
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
-    batch = Batch(images, prompts, instr, torch.rand(2, 7) * 2 - 1, depth=depth, intrinsics=k,
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
+    batch = Batch(images, prompts, instr, torch.rand(2, 7) * 2 - 1, proprio, depth=depth, intrinsics=k,
                   flow=0.01 * torch.randn(2, tiny.vision.num_patches, 3))
     out = model(batch)
     assert out["action_logits"].shape == (2, 7, tiny.llm.vocab_size)
@@ -196,9 +218,9 @@ def test_training_forward_and_parameter_groups(tiny, tokenizer):
 def test_constrained_cached_decoding_matches_full_forward(tiny, tokenizer):
     model = build_model(tiny).eval()
     randomize_bridges(model)
-    images, depth, k, prompts, instr = inputs(tiny, tokenizer)
+    images, depth, k, prompts, instr, proprio = inputs(tiny, tokenizer)
     x0 = model.sample_noise(2, torch.Generator().manual_seed(0))
-    ids, flow = model.predict_action_ids(images, prompts, instr, model.lift(depth, k), x0, 1)
+    ids, flow = model.predict_action_ids(images, prompts, instr, model.lift(depth, k), x0, 1, proprio)
     assert ids.shape == (2, 7) and flow.shape == (2, tiny.vision.num_patches, 3)
     assert ((ids >= model.action_tokenizer.first_id) & (ids < tiny.action.vocab_end)).all()
     # Teacher-forcing the chosen ids through one uncached forward reproduces every greedy choice,
@@ -207,13 +229,14 @@ def test_constrained_cached_decoding_matches_full_forward(tiny, tokenizer):
         features = model.vision_backbone(images)
         _, h = model.motion_prior(features, model.lift(depth, k), instr, x0, 1)
         rows = [p + i for p, i in zip(prompts, ids[:, :-1].tolist())]
-        embeds, mask, pos = model.multimodal_inputs(model.projector(features), rows)
+        embeds, mask, pos = model.multimodal_inputs(model.visual_tokens(features, proprio), rows)
         with model.motion_context(h):
             logits = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
                                           logits_to_keep=7).logits
         first = model.action_tokenizer.first_id
         assert torch.equal(first + logits[..., first:tiny.action.vocab_end].argmax(-1), ids)
-        alone, _ = model.predict_action_ids(images[1:], prompts[1:], instr[1:], model.lift(depth, k)[1:], x0[1:], 1)
+        alone, _ = model.predict_action_ids(images[1:], prompts[1:], instr[1:], model.lift(depth, k)[1:], x0[1:], 1,
+                                            proprio[1:])
     assert torch.equal(alone[0], ids[1])
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
+from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
 from lamp_bench.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lamp_bench.models.config import preset
 from lamp_bench.models.lamp import build_model
 from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
 
 STATS = {"libero_spatial": ActionStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]),
-                                       GRIPPER_CANONICAL)}
+                                       GRIPPER_CANONICAL, np.full(PROPRIO_DIM, -0.2), np.full(PROPRIO_DIM, 1.2))}
 
 
 def trained_like(cfg):
@@ -52,7 +52,9 @@ def test_round_trip_gives_identical_actions(saved):
     ]
     ckpt = load_checkpoint(path)
     assert ckpt.config == model.cfg and len(ckpt.sha256) == 64
-    assert ckpt.statistics["libero_spatial"].gripper == GRIPPER_CANONICAL
+    loaded_stats = ckpt.statistics["libero_spatial"]
+    assert loaded_stats.gripper == GRIPPER_CANONICAL
+    assert np.array_equal(loaded_stats.proprio_q99, STATS["libero_spatial"].proprio_q99)
     cfg = model.cfg
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 64, 64, generator=g)
@@ -61,13 +63,14 @@ def test_round_trip_gives_identical_actions(saved):
     ins = ["put the bowl on the plate", "open the drawer"]
     prompts = [prompt_ids(ckpt.tokenizer, cfg.llm, i) for i in ins]
     instr = [instruction_ids(ckpt.tokenizer, i) for i in ins]
-    original, _ = model.predict_action_ids(images, prompts, instr, points, x0, 1)
-    loaded, _ = ckpt.model.predict_action_ids(images, prompts, instr, points, x0, 1)
+    proprio = torch.rand(2, PROPRIO_DIM, generator=g) * 2 - 1
+    original, _ = model.predict_action_ids(images, prompts, instr, points, x0, 1, proprio)
+    loaded, _ = ckpt.model.predict_action_ids(images, prompts, instr, points, x0, 1, proprio)
     assert torch.equal(original, loaded)
     # Not merging keeps the adapter trainable (resuming training) with the same weights.
     resumed = load_checkpoint(path, merge_lora=False).model
     assert any("lora_B" in n for n, _ in resumed.named_parameters())
-    assert torch.equal(resumed.predict_action_ids(images, prompts, instr, points, x0, 1)[0], original)
+    assert torch.equal(resumed.predict_action_ids(images, prompts, instr, points, x0, 1, proprio)[0], original)
 
 
 def test_missing_files(saved, tmp_path):

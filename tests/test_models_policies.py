@@ -7,7 +7,7 @@ import pytest
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
+from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
 from lamp_bench.models.checkpoint import save_checkpoint
 from lamp_bench.models.config import preset
 from lamp_bench.models.lamp import build_model
@@ -24,7 +24,8 @@ def observations(n: int = 2, size: int = 64, seed: int = 0) -> list[Observation]
     return [Observation("put the bowl on the plate",
                         images={CAMERA: rng.integers(0, 256, (size, size, 3), dtype=np.uint8)},
                         depth={CAMERA: rng.uniform(0.5, 2.0, (size, size)).astype(np.float32)},
-                        intrinsics={CAMERA: k})
+                        intrinsics={CAMERA: k},
+                        proprio=np.r_[rng.uniform(-0.3, 0.3, 3), 1.0, 0, 0, 0, 0.04, -0.04].astype(np.float32))
             for _ in range(n)]
 
 
@@ -39,8 +40,9 @@ def build(name: str, **kwargs):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Tiny checkpoints: LaMP with sim depth (gated), and the action expert alone."""
-    stats = {"libero_spatial": ActionStats(np.full(7, -0.5), np.full(7, 0.5), np.ones(7, bool), GRIPPER_CANONICAL),
-             "libero_goal": ActionStats(np.full(7, -1.0), np.full(7, 1.0), np.ones(7, bool), GRIPPER_CANONICAL)}
+    hand = (np.full(PROPRIO_DIM, -0.3), np.full(PROPRIO_DIM, 0.3))
+    stats = {"libero_spatial": ActionStats(np.full(7, -0.5), np.full(7, 0.5), np.ones(7, bool), GRIPPER_CANONICAL, *hand),
+             "libero_goal": ActionStats(np.full(7, -1.0), np.full(7, 1.0), np.ones(7, bool), GRIPPER_CANONICAL, *hand)}
     root = tmp_path_factory.mktemp("ckpts")
     cfg = preset("tiny")
     lamp = save_checkpoint(build_model(cfg), root / "lamp", byte_level_tokenizer(), stats)
@@ -62,7 +64,7 @@ def test_every_variant_builds_and_acts(name):
     needs_motion = name not in ("openvla", "no-motion")
     # Only simulator depth is read from the suite; estimator variants lift with the camera's intrinsics.
     assert policy.needs.depth == (needs_motion and name not in ("midas", "zoedepth", "dav2"))
-    assert policy.needs.image_size == 64
+    assert policy.needs.image_size == 64 and policy.needs.proprio  # the tiny preset's proprioception token
     policy.reset(TASKS, seeds=[0, 1])
     actions = policy.act(observations())
     assert actions.shape == (2, 7) and actions.dtype == np.float32
@@ -82,6 +84,10 @@ def test_checkpoint_variants(checkpoints):
     assert policy.describe()["checkpoint_hash"] and policy.depth_source == "sim"
     policy.reset(TASKS, seeds=[3, 4])
     assert policy.act(observations()).shape == (2, 7)
+    blind = observations()
+    blind[1].proprio = None
+    with pytest.raises(ValueError, match="has a proprioception token and needs proprio in every observation"):
+        policy.act(blind)
     assert not build("no-motion", checkpoint=checkpoints["lamp"]).needs.depth
     assert build("steps-10", checkpoint=checkpoints["lamp"]).cfg.motion.steps == 10
     assert not build("openvla", checkpoint=checkpoints["openvla"]).needs.depth

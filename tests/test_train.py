@@ -102,6 +102,7 @@ def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
     assert np.mean(stage2[-2:]) < 0.85 * np.mean(stage2[:2])  # memorising 16 steps
     statistics = json.loads((trained / "dataset_statistics.json").read_text())
     assert statistics["libero_spatial"]["gripper"] == "canonical"
+    assert len(statistics["libero_spatial"]["proprio"]["q01"]) == 5  # the tiny preset's proprioception token
     assert (trained / "train_state" / "state.json").is_file() and not (trained / "train_state" / "model.safetensors").exists()
 
     load_builtin_entries()
@@ -109,9 +110,10 @@ def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
     info = inspect_demo_file(short_demo_file())
     reader = DemoReader(info)
     k, e = reader.camera(0)
+    gripper, position, quaternion = np.split(reader.demo(0)["robot_states"][3], [2, 5])  # LIBERO's order
     obs = Observation(info.instruction, images={"third_person": reader.rgb(0, 3, "third_person")},
                       depth={"third_person": reader.depth(0, 3)}, intrinsics={"third_person": k[3]},
-                      extrinsics={"third_person": e[3]})
+                      extrinsics={"third_person": e[3]}, proprio=np.r_[position, quaternion, gripper])
     policy.reset([Task("libero_spatial", 0, "t", info.instruction, dataset="libero_spatial")], [0])
     action = policy.act([obs])
     assert action.shape == (1, 7) and np.all(np.abs(action) <= 1) and abs(action[0, 6]) > 0.99  # a gripper bin centre
