@@ -93,7 +93,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     config = build_train_config(preset="tiny", data=[str(args.work / "demos")], out=str(args.work / "ckpt"),
                                 policy="lamp", stage="both", stage1_steps=args.stage1_steps,
                                 stage2_steps=args.stage2_steps, batch_size=args.batch_size, seed=args.seed,
-                                augment_shift=args.augment_shift, progress=True)
+                                augment_shift=args.augment_shift, proprio=args.proprio, progress=True)
     run_training(config)
     with open(args.work / "ckpt" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--augment-shift", type=int, default=4,
                         help="random image shift in pixels while training (0: off); a few demos overfit without it")
+    parser.add_argument("--no-proprio", dest="proprio", action="store_false",
+                        help="train without the tiny preset's proprioception token (the untrained baseline keeps it)")
     parser.add_argument("--eval-inits", type=int, default=10, help="initial states 0..N-1 are evaluated, not trained on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "results" / "train_tiny_work")

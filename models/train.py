@@ -69,6 +69,7 @@ class TrainConfig:
     out: str  # checkpoint folder written at the end
     policy: str = "lamp"  # registry variant whose architecture is trained
     preset: str = "tiny"  # model size when training from scratch
+    proprio: bool | None = None  # proprioception token (LaMPConfig.proprio); None: the preset's (from scratch only)
     init_checkpoint: str | None = None  # start from these weights (a lamp-bench checkpoint folder)
     stage: str = "both"  # "1": motion expert alone, "2": full model, "both": 1 then 2
     # scene-flow labels
@@ -214,9 +215,14 @@ def prepare(config: TrainConfig, saved_model_config: dict[str, Any] | None = Non
     if config.init_checkpoint is not None:
         ckpt = load_checkpoint(config.init_checkpoint, merge_lora=False)
         cfg = _model_config(config, ckpt.config, from_checkpoint=True)
+        if config.proprio is not None and config.proprio != cfg.proprio:
+            raise ConfigError(f"proprio = {config.proprio} differs from the init checkpoint's architecture "
+                              f"(proprio = {cfg.proprio}); leave it unset when starting from a checkpoint")
         model, tokenizer = ckpt.model, ckpt.tokenizer
     else:
         cfg = _model_config(config, preset_config(config.preset), from_checkpoint=False)
+        if config.proprio is not None:
+            cfg = cfg.replace(proprio=config.proprio)
         if cfg.llm.vocab_size != BYTE_VOCAB:
             raise ConfigError(f"preset {config.preset!r} needs a real tokenizer and weights: pass init_checkpoint "
                               "(a converted OpenVLA checkpoint) instead of training it from scratch")

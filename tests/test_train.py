@@ -46,6 +46,7 @@ def test_config_file_and_command_line(tmp_path):
     (dict(preset="tiny", data=["d"], out="o", batch_size=0), ConfigError, "batch_size must be >= 1"),
     (dict(preset="tiny", data=["d"], out="o", learning_rate=1.0), ConfigError, r"unknown keys \['learning_rate'\]"),
     (dict(preset="tiny", data=["d"], out="o", stage1_steps="many"), ConfigError, "stage1_steps: expected int"),
+    (dict(preset="tiny", data=["d"], out="o", proprio="yes"), ConfigError, "proprio: expected bool"),
 ])
 def test_bad_configs_fail_before_training(options, error, message):
     with pytest.raises(error, match=message):
