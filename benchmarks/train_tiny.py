@@ -8,6 +8,8 @@ process, so its peak resident memory is measured on its own.
 
     python benchmarks/train_tiny.py                 # the defaults below, from scratch
     python benchmarks/train_tiny.py --demos 10 --stage2-steps 500   # a quicker look
+    python benchmarks/train_tiny.py --no-proprio --work benchmarks/results/train_tiny_no_proprio_work \
+        --results benchmarks/results/train_tiny_no_proprio.json      # without the proprioception token
 
 Demonstrations come from initial states >= --eval-inits, so the rollouts (initial states 0 .. eval-inits-1,
 LIBERO's evaluation protocol) start from layouts the policy never saw in training.
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--assets", type=Path, default=os.environ.get("LAMP_BENCH_LIBERO_ASSETS")
                         or ROOT.parents[1] / "shared" / "assets" / "libero")
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file written")
     args = parser.parse_args()
     if args.work.exists():  # timings are only meaningful from scratch
         shutil.rmtree(args.work)
@@ -166,8 +169,8 @@ def main() -> None:
             per_task, wall, _ = _phase(evaluate, args, label, kwargs)
             report["success"][label] = {"per_task": per_task, "wall_s": round(wall, 1)}
     report["load_average_1min"] = LOAD  # > cpus means other processes competed for the cores
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in report if k not in ("settings",)}, indent=1))
 
 

@@ -118,6 +118,12 @@ def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
     policy.reset([Task("libero_spatial", 0, "t", info.instruction, dataset="libero_spatial")], [0])
     action = policy.act([obs])
     assert action.shape == (1, 7) and np.all(np.abs(action) <= 1) and abs(action[0, 6]) > 0.99  # a gripper bin centre
+    # Fine-tuning keeps the checkpoint's architecture: asking for another is an error before any work.
+    never = trained.parent / "never"
+    with pytest.raises(ConfigError, match="proprio = False differs from the init checkpoint's architecture"):
+        train(build_train_config(data=[str(short_demo_file().parent)], out=str(never), init_checkpoint=str(trained),
+                                 proprio=False, **SHORT))
+    assert not never.exists()
     # A re-run of a finished training does nothing and returns the checkpoint.
     before = (trained / "model.safetensors").stat().st_mtime_ns
     assert train(build_train_config(preset="tiny", data=[str(short_demo_file().parent)], out=str(trained), **SHORT)) == trained
