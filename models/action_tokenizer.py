@@ -57,6 +57,11 @@ def proprio_features(state: np.ndarray) -> np.ndarray:
     return np.concatenate([state[..., :3], state[..., 7:9]], axis=-1)
 
 
+def _to_unit(values: np.ndarray, q01: np.ndarray, q99: np.ndarray) -> np.ndarray:
+    """q01 -> -1, q99 -> +1 (unclipped)."""
+    return 2.0 * (values - q01) / np.maximum(q99 - q01, 1e-8) - 1.0
+
+
 @dataclass(frozen=True)
 class ActionStats:
     """One dataset's entry of dataset_statistics.json."""
@@ -103,13 +108,11 @@ class ActionStats:
             have = "none" if self.proprio_q01 is None else f"{self.proprio_q01.shape[0]} values"
             raise ValueError(f"these statistics have no proprioception q01/q99 of {PROPRIO_DIM} values ({have}); "
                              "a model with a proprioception token needs the statistics of the data it was trained on")
-        scaled = 2.0 * (features - self.proprio_q01) / np.maximum(self.proprio_q99 - self.proprio_q01, 1e-8) - 1.0
-        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+        return np.clip(_to_unit(features, self.proprio_q01, self.proprio_q99), -1.0, 1.0).astype(np.float32)
 
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         """Raw dataset actions (..., D) -> [-1, 1] (for training targets)."""
-        scaled = 2.0 * (actions - self.q01) / np.maximum(self.q99 - self.q01, 1e-8) - 1.0
-        return np.clip(np.where(self.mask, scaled, actions), -1.0, 1.0)
+        return np.clip(np.where(self.mask, _to_unit(actions, self.q01, self.q99), actions), -1.0, 1.0)
 
     def unnormalize(self, normalized: np.ndarray) -> np.ndarray:
         return np.where(self.mask, 0.5 * (normalized + 1.0) * (self.q99 - self.q01) + self.q01, normalized)

@@ -85,25 +85,19 @@ def check_files(infos: list[DemoFileInfo], spec: SampleSpec) -> None:
 def action_statistics(infos: list[DemoFileInfo]) -> dict[str, ActionStats]:
     """q01/q99 of every action dimension, per dataset key; the gripper dimension is not normalised.
     Proprioception q01/q99 too, where every file of the key has it."""
-    actions: dict[str, list[np.ndarray]] = {}
-    proprio: dict[str, list[np.ndarray] | None] = {}
-    for info in infos:
-        reader = DemoReader(info)
-        actions.setdefault(info.dataset, []).extend(reader.actions(d) for d in range(len(info.demos)))
-        if info.has_proprio and proprio.get(info.dataset, []) is not None:
-            proprio.setdefault(info.dataset, []).extend(reader.proprio(d) for d in range(len(info.demos)))
-        else:
-            proprio[info.dataset] = None
-        reader.close()
+    quantiles = lambda chunks: tuple(np.quantile(np.concatenate(chunks), [0.01, 0.99], axis=0))  # q01, q99
     stats = {}
-    for key, chunks in actions.items():
-        values = np.concatenate(chunks)
-        mask = np.array([True] * ARM_DIMS + [False] * (values.shape[1] - ARM_DIMS))
-        states = np.concatenate(proprio[key]) if proprio[key] else None
-        stats[key] = ActionStats(np.quantile(values, 0.01, axis=0), np.quantile(values, 0.99, axis=0), mask,
-                                 GRIPPER_CANONICAL,
-                                 *((np.quantile(states, 0.01, axis=0), np.quantile(states, 0.99, axis=0))
-                                   if states is not None else (None, None)))
+    for key in dict.fromkeys(info.dataset for info in infos):
+        mine = [info for info in infos if info.dataset == key]
+        readers = [DemoReader(info) for info in mine]
+        actions = [r.actions(d) for r, info in zip(readers, mine) for d in range(len(info.demos))]
+        proprio = (None, None)
+        if all(info.has_proprio for info in mine):
+            proprio = quantiles([r.proprio(d) for r, info in zip(readers, mine) for d in range(len(info.demos))])
+        for reader in readers:
+            reader.close()
+        mask = np.array([True] * ARM_DIMS + [False] * (actions[0].shape[1] - ARM_DIMS))
+        stats[key] = ActionStats(*quantiles(actions), mask, GRIPPER_CANONICAL, *proprio)
     return stats
 
 
