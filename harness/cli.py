@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.config import ConfigError, parse_ids
 from lamp_bench.harness.registry import POLICIES, SUITES, UnknownNameError, load_builtin_entries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -32,23 +33,6 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(2)
 
     return wrapper
-
-
-def parse_ids(text: Optional[str], what: str = "--tasks") -> Optional[list[int]]:
-    if text is None or text.strip() in ("", "all"):
-        return None
-    ids = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                ids += list(range(lo, hi + 1))
-            else:
-                ids.append(int(part))
-        except ValueError:
-            raise ValueError(f"{what} expects ids like 0,3 or 0-4; got {text!r}") from None
-    return ids
 
 
 def policy_kwargs(checkpoint: Optional[Path], preset: Optional[str]) -> dict:
@@ -354,6 +338,12 @@ def profile(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         console.print(f"saved {path}")
+
+
+# Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
+COMMAND_MODULES: tuple[str, ...] = ()
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
 
 
 def main() -> None:  # pragma: no cover

@@ -3,7 +3,13 @@ then each library's own default."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (declared in pyproject for < 3.11)
+    import tomli as tomllib
 
 HOME_ENV = "LAMP_BENCH_HOME"
 LIBERO_ASSETS_ENV = "LAMP_BENCH_LIBERO_ASSETS"
@@ -33,3 +39,24 @@ def asset_dir(explicit: str | os.PathLike | None, env_var: str, what: str, must_
     if must_contain and not (path / must_contain).exists():
         raise ConfigError(f"{what} asset folder {path} has no {must_contain!r}: is it the right folder?")
     return path
+
+
+def parse_ids(text: str | None, what: str = "--tasks") -> list[int] | None:
+    """The one parser of id lists: "0,3", "0-4", "0-4,7", "all" or empty (None: all). A reversed range
+    ("5-3") or a non-number is an error naming the option."""
+    if text is None or text.strip() in ("", "all"):
+        return None
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise ConfigError(f"{what} expects ids like 0,3 or 0-4; got {text!r}") from None
+        if lo < 0 or hi < lo:
+            raise ConfigError(f"{what}: range {part!r} is empty or negative; write it low-high, like 0-4")
+        ids += range(lo, hi + 1)
+    return ids

@@ -30,13 +30,12 @@ import json
 import os
 import re
 import socket
-import tomllib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.config import ConfigError, parse_ids, tomllib
 from lamp_bench.harness.executors import (
     LIVE_SLURM_STATES, JobOutcome, JobSpec, SlurmError, SlurmOptions, SlurmRun, SlurmRunner, default_workers,
     run_job, run_local, slurm_states, split_into_jobs,
@@ -256,15 +255,13 @@ def _tasks(where: _Where, value: Any) -> tuple[int, ...]:
     if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         ids = list(value)
     elif isinstance(value, str):
-        if value.strip() == "all":
+        try:
+            parsed = parse_ids(value, "tasks")
+        except ConfigError as error:
+            raise where.error("tasks", str(error)) from None
+        if parsed is None:
             return ()
-        ids = []
-        for part in value.split(","):
-            try:
-                lo, _, hi = part.strip().partition("-")
-                ids += list(range(int(lo), int(hi or lo) + 1))
-            except ValueError:
-                raise where.error("tasks", f"expected ids like [0, 3], \"0-4\" or \"all\"; got {value!r}") from None
+        ids = parsed
     else:
         raise where.error("tasks", f"expected a list of task ids, a range like \"0-4\" or \"all\"; got {value!r}")
     if any(t < 0 for t in ids) or len(set(ids)) != len(ids):

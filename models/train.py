@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import torch
 import torch.nn.functional as F
 
-from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.config import ConfigError, tomllib
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
 from lamp_bench.models.action_tokenizer import ActionStats
 from lamp_bench.models.checkpoint import load_checkpoint, save_checkpoint

@@ -22,6 +22,12 @@ def _paper_values(table: Table) -> dict[str, list]:
     return {row.ref: row.cells for row in table.rows if row.kind == "paper"}
 
 
+def _error_bars(rates: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """matplotlib's (2, N) yerr: distances below and above each rate, never negative (a cell at 0% or
+    100% has a zero-length side) and zero where a cell has no number."""
+    return np.nan_to_num(np.vstack([rates - low, high - rates])).clip(min=0.0)
+
+
 def _bars(ax, table: Table) -> None:
     measured = [r for r in table.rows if r.kind == "measured"]
     paper = _paper_values(table)
@@ -34,7 +40,7 @@ def _bars(ax, table: Table) -> None:
         low = np.array([c.estimate.low * 100 if isinstance(c, Cell) and c.estimate else np.nan for c in row.cells])
         high = np.array([c.estimate.high * 100 if isinstance(c, Cell) and c.estimate else np.nan for c in row.cells])
         ax.bar(pos, np.nan_to_num(rates), width * 0.92, label=row.name,
-               yerr=np.nan_to_num(np.vstack([rates - low, high - rates])), capsize=2, error_kw={"lw": 0.8})
+               yerr=_error_bars(rates, low, high), capsize=2, error_kw={"lw": 0.8})
         for p, r in zip(pos, rates):
             if np.isnan(r):
                 ax.text(p, 1, "–", ha="center", va="bottom", fontsize=7, color="grey")
@@ -66,8 +72,8 @@ def _steps(fig: Figure, table: Table) -> None:
         if points:
             xs = np.array([p[0] for p in points])
             rate = np.array([p[1].estimate.rate for p in points]) * 100
-            err = np.array([[p[1].estimate.rate - p[1].estimate.low, p[1].estimate.high - p[1].estimate.rate]
-                            for p in points]).T * 100
+            err = _error_bars(rate, np.array([p[1].estimate.low for p in points]) * 100,
+                              np.array([p[1].estimate.high for p in points]) * 100)
             ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label="measured")
         published = sorted((float(k), v[j]) for k, v in paper.items() if isinstance(v[j], (int, float)))
         if published:

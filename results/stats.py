@@ -44,7 +44,9 @@ def wilson_interval(successes, n, confidence: float = CONFIDENCE):
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
+    # The interval always holds its own rate: at k = n the upper bound computes to 1 - 1e-16, and a
+    # bound on the wrong side of the rate makes error bars negative.
+    return np.clip(np.minimum(center - half, p), 0.0, 1.0), np.clip(np.maximum(center + half, p), 0.0, 1.0)
 
 
 @dataclass(frozen=True)
