@@ -1,21 +1,18 @@
 """`build_report`: a results directory in, tables (md/tex/csv/html) and figures (PNG/SVG) out.
 
-Reads only the results directory: the episode store, profile/*.json and videos/."""
+Reads only the results directory: the episode store, profile/*.json and the videos its records name."""
 from __future__ import annotations
 
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from lamp_bench.reports import figures, layouts, render
+from lamp_bench.reports import comparisons, figures, gallery, layouts, real_world, render
 from lamp_bench.results.aggregate import episode_frame, load_profiles, provenance_summary
 from lamp_bench.results.store import EpisodeStore
 
 FORMATS = ("md", "tex", "csv", "html")
-VIDEO_NAME = re.compile(r"task(?P<task>\d+)_init(?P<init>\d+)(?:_seed(?P<seed>\d+))?_(?P<outcome>success|failure)"
-                        r"\.(?:mp4|gif|webm)$")
 
 
 def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
@@ -26,25 +23,6 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
                          f"choose from {', '.join(FORMATS)} (e.g. --format md,html)")
     return chosen
-
-
-def video_index(results_dir: Path, out_dir: Path) -> list[render.Video]:
-    """videos/<label>/<suite>/task<id>_init<i>[_seed<s>]_<success|failure>.<mp4|gif>, linked from out_dir."""
-    root = results_dir / "videos"
-    videos = []
-    for path in sorted(root.glob("*/*/*")) if root.is_dir() else []:
-        match = VIDEO_NAME.match(path.name)
-        if not match:
-            continue
-        label, suite = path.parent.parent.name, path.parent.name
-        parts = [f"task {match['task']}", f"init {match['init']}"]
-        if match["seed"] is not None:
-            parts.append(f"seed {match['seed']}")
-        parts.append(match["outcome"])
-        href = Path(os.path.relpath(path, out_dir)).as_posix()
-        videos.append(render.Video(label, suite, " · ".join(parts), href))
-    videos.sort(key=lambda v: (v.label, v.suite, [int(t) for t in re.findall(r"\d+", v.text)]))
-    return videos
 
 
 def build_report(
@@ -62,24 +40,31 @@ def build_report(
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results directory {results_dir} does not exist")
     chosen = parse_formats(formats)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
     store = EpisodeStore(results_dir)
     records = store.records()
     profiles = load_profiles(results_dir)
-    if not records and not profiles:
-        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl) and no "
-                         "profile/*.json; run `lamp-bench run` (or `lamp-bench profile`) first")
+    trials = real_world.load_trials(results_dir)
+    if not records and not profiles and not trials.records:
+        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl), no "
+                         "profile/*.json and no trials/*.jsonl; run `lamp-bench run` (or `lamp-bench profile`, "
+                         "`lamp-bench trials record`) first")
     episodes = len(records)
     frame = episode_frame(records)
     provenance = provenance_summary(records)
+    clips = gallery.clips(frame, results_dir, out_dir)
     del records  # the frame and the provenance hold what is needed; ~1e5 live dicts make every later GC pass slow
     labels = sorted(map(str, frame["label"].unique())) if not frame.empty else []
-    if baseline is not None and baseline not in labels:
+    if baseline is not None and baseline not in labels and baseline not in trials.labels:
         raise ValueError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
     sections = layouts.build_sections(frame, provenance, profiles, layouts.load_paper_numbers(), show_paper, baseline)
+    sections += real_world.build_sections(trials, layouts.load_paper_numbers(), show_paper, baseline)
+    overview_plot = comparisons.section(sections)  # the forest plot of every comparison, first on the page
+    if overview_plot is not None:
+        sections.insert(0, overview_plot)
     if episodes:
         sections.append(layouts.provenance_section(provenance))
 
-    out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     # figures belong to the pages that show them; a csv/tex-only run skips the costly drawing
     drawn = figures.render_figures(sections, out_dir / "figures") if {"md", "html"} & set(chosen) else {}
@@ -89,10 +74,10 @@ def build_report(
                 f"{errors:,} ended in an error and count as failures",
                 f"labels: {', '.join(labels) or 'none'}; suites: "
                 f"{', '.join(sorted(frame['suite'].unique())) if not frame.empty else 'none'}",
-                f"{len(profiles)} profile file(s)"]
+                f"{len(profiles)} profile file(s)"] + ([trials.overview] if trials.records else [])
     report = render.Report(f"lamp-bench report: {results_dir.name}", results_dir.resolve(),
                            datetime.now(timezone.utc).isoformat(timespec="seconds"), overview, sections, drawn,
-                           video_index(results_dir, out_dir))
+                           clips)
     written = [path for pair in drawn.values() for path in pair]
     for fmt in chosen:
         path = out_dir / f"report.{fmt}"

@@ -6,12 +6,16 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from lamp_bench.reports import comparisons
 from lamp_bench.reports.layouts import Section, Table
 from lamp_bench.results.aggregate import Cell
 
 STYLE = {"svg.hashsalt": "lamp-bench", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 PAPER_MARKER = dict(marker="D", color="black", markersize=4, linestyle="none", label="paper")
+SUMMARY_COLUMNS = ("Average", "Total")  # set apart from the per-suite/per-category bars by a rule
+FOREST_COLOURS = {"up": "#1a7f37", "down": "#cf222e", "open": "#6e7781"}  # settled gain / settled loss / not settled
 
 
 def _rate_tables(section: Section) -> list[Table]:
@@ -50,6 +54,9 @@ def _bars(ax, table: Table) -> None:
             if not np.isnan(values).all():
                 ax.plot(pos, values, **{**PAPER_MARKER, "label": "paper" if not drew_paper else None})
                 drew_paper = True
+    for j, column in enumerate(table.columns):
+        if column in SUMMARY_COLUMNS and j > 0:
+            ax.axvline(j - 0.5, color="#999", lw=0.6, ls=":")
     crowded = len(table.columns) > 5
     ax.set_xticks(x, table.columns, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylim(0, 105)
@@ -74,7 +81,10 @@ def _steps(fig: Figure, table: Table) -> None:
             rate = np.array([p[1].estimate.rate for p in points]) * 100
             err = _error_bars(rate, np.array([p[1].estimate.low for p in points]) * 100,
                               np.array([p[1].estimate.high for p in points]) * 100)
-            ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label="measured")
+            ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label="measured (95% interval)")
+            for x, r, (_, cell) in zip(xs, rate, points):
+                ax.annotate(f"n={cell.estimate.n}", (x, r), textcoords="offset points", xytext=(6, -10),
+                            fontsize=7, color="#444")
         published = sorted((float(k), v[j]) for k, v in paper.items() if isinstance(v[j], (int, float)))
         if published:
             ax.plot(*zip(*published), "k--", marker="D", markersize=4, label="paper")
@@ -104,6 +114,62 @@ def _latency(ax, table: Table) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
+def _forest(ax, items: list[comparisons.Comparison]) -> None:
+    """One line per comparison, grouped by table, top to bottom in report order; numbers on the right."""
+    y, ticks, names, headers = 0.0, [], [], []
+    last = None
+    for item in items:
+        if (item.group, item.reference) != last:
+            y += 0.6 if last is not None else 0.0
+            headers.append((y, f"{item.group} (vs {item.reference})"))
+            y += 1.0
+            last = (item.group, item.reference)
+        d = item.difference
+        diff, low, high = 100 * d.diff, 100 * d.low, 100 * d.high
+        tone = "open" if not item.verdict.settled else ("up" if diff >= 0 else "down")
+        colour = FOREST_COLOURS[tone]
+        ax.plot([low, high], [y, y], color=colour, lw=1.6, solid_capstyle="butt")
+        ax.plot([diff], [y], marker="o" if d.paired else "s", markersize=5.5, color=colour,
+                markerfacecolor=colour if item.verdict.settled else "white", markeredgewidth=1.3, linestyle="none")
+        numbers = f"{diff:+.1f} [{low:+.1f}, {high:+.1f}]  {item.verdict.text}"
+        numbers += f"  n={d.n_pairs} paired" if d.paired else f"  n={d.n_a}/{d.n_b}"
+        ax.text(1.01, y, numbers, transform=ax.get_yaxis_transform(), va="center", fontsize=7, color=colour)
+        ticks.append(y)
+        names.append(f"{item.name} · {item.column}")
+        y += 1.0
+    ax.axvline(0, color="black", lw=0.8)
+    for hy, text in headers:
+        ax.text(0.005, hy, text, transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=8,
+                fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.set_yticks(ticks, names, fontsize=7.5)
+    ax.set_ylim(y - 0.4, -0.8)
+    lows = [100 * c.difference.low for c in items]
+    highs = [100 * c.difference.high for c in items]
+    pad = 5.0
+    ax.set_xlim(max(-100.0, min(min(lows), 0.0) - pad), min(100.0, max(max(highs), 0.0) + pad))
+    ax.set_xlabel("difference in success rate (percentage points), 95% interval")
+    ax.spines["left"].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", color="#eee", lw=0.6)
+    ax.set_axisbelow(True)
+    legend = [Line2D([], [], color=FOREST_COLOURS["up"], marker="o", label="settled, A better"),
+              Line2D([], [], color=FOREST_COLOURS["down"], marker="o", label="settled, A worse"),
+              Line2D([], [], color=FOREST_COLOURS["open"], marker="o", markerfacecolor="white", label="not settled"),
+              Line2D([], [], color="black", marker="s", linestyle="none", markerfacecolor="white", label="unpaired")]
+    ax.legend(handles=legend, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
+
+
+def forest(sections: list[Section]) -> Figure | None:
+    """The forest plot of every comparison in the report's differences tables (None when there is none)."""
+    items = comparisons.gather(sections)
+    if not items:
+        return None
+    groups = len({(c.group, c.reference) for c in items})
+    fig = Figure(figsize=(11, 0.22 * (len(items) + 1.6 * groups) + 1.3), layout="constrained")
+    _forest(fig.add_subplot(), items)
+    return fig
+
+
 def draw(section: Section) -> Figure | None:
     if section.plot == "steps":
         table = _rate_tables(section)[0]
@@ -128,12 +194,12 @@ def draw(section: Section) -> Figure | None:
 
 
 def render_figures(sections: list[Section], folder: Path) -> dict[str, tuple[Path, Path]]:
-    """section key -> (png, svg) written under `folder`."""
+    """section key -> (png, svg) written under `folder` (a forest section's plot gathers all the others)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     with matplotlib.rc_context(STYLE):
         for section in sections:
-            fig = draw(section)
+            fig = forest(sections) if section.plot == "forest" else draw(section)
             if fig is None:
                 continue
             png, svg = folder / f"{section.key}.png", folder / f"{section.key}.svg"

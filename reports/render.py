@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lamp_bench.reports import gallery
 from lamp_bench.reports.layouts import Delta, Section, Table
 from lamp_bench.results.aggregate import MIN_EPISODES, Cell
 from lamp_bench.results.stats import Difference
@@ -21,14 +22,6 @@ LEGEND = (f"Cells: success rate in % [95% Wilson interval] n = episodes; average
 
 
 @dataclass
-class Video:
-    label: str
-    suite: str
-    text: str  # "task 3 · init 0 · seed 0 · success"
-    href: str  # relative to the report folder
-
-
-@dataclass
 class Report:
     title: str
     results_dir: Path
@@ -36,7 +29,7 @@ class Report:
     overview: list[str]  # lines about the data behind the report
     sections: list[Section]
     figures: dict[str, tuple[Path, Path]]  # section key -> (png, svg)
-    videos: list[Video]
+    videos: list[gallery.Clip]  # recorded rollouts, from the records' info.video
 
 
 def cell_text(value: Any, column: str = "") -> str:
@@ -127,9 +120,7 @@ def to_markdown(report: Report, out_dir: Path) -> str:
         if section.key in report.figures:
             png = report.figures[section.key][0].relative_to(out_dir)
             lines += [f"![{section.title}]({png.as_posix()})", ""]
-    if report.videos:
-        lines += ["## Rollout videos", ""]
-        lines += [f"- {v.label} / {v.suite}: [{v.text}]({v.href})" for v in report.videos] + [""]
+    lines += gallery.to_markdown(report.videos)
     return "\n".join(lines)
 
 
@@ -217,18 +208,26 @@ def _html_table(table: Table) -> list[str]:
     return out
 
 
+GALLERY_BEFORE = "provenance"  # the rollout gallery goes above the (long) provenance tables
+
+
 def to_html(report: Report) -> str:
-    """One static page: no scripts, figures embedded as base64 PNG, videos linked relatively."""
+    """One static page: no scripts, figures embedded as base64 PNG, rollout videos linked relatively."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(report.title)}</title><style>{CSS}</style></head><body>",
+           f"<title>{html.escape(report.title)}</title><style>{CSS}{gallery.CSS}</style></head><body>",
            f"<h1>{html.escape(report.title)}</h1>",
            "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in report.overview) + "</ul>",
            f'<p class="legend">{html.escape(LEGEND)}</p>', "<nav><ul>"]
-    out += [f'<li><a href="#s-{s.key}">{html.escape(s.title)}</a></li>' for s in report.sections]
-    if report.videos:
-        out.append('<li><a href="#s-videos">Rollout videos</a></li>')
-    out.append("</ul></nav>")
+    gallery_link = ['<li><a href="#s-videos">Rollout videos</a></li>'] if report.videos else []
     for section in report.sections:
+        out += (gallery_link if section.key == GALLERY_BEFORE else [])
+        out.append(f'<li><a href="#s-{section.key}">{html.escape(section.title)}</a></li>')
+    out.append("</ul></nav>")
+    placed = False
+    for section in report.sections:
+        if section.key == GALLERY_BEFORE:
+            out += gallery.to_html(report.videos)
+            placed = True
         out.append(f'<section id="s-{section.key}"><h2>{html.escape(section.title)}</h2>')
         for table in section.tables:
             out += _html_table(table)
@@ -240,16 +239,7 @@ def to_html(report: Report) -> str:
             out.append(f'<figure><img alt="{html.escape(section.title)} figure" src="data:image/png;base64,{data}">'
                        "</figure>")
         out.append("</section>")
-    if report.videos:
-        out.append('<section id="s-videos"><h2>Rollout videos</h2>')
-        groups: dict[tuple[str, str], list[Video]] = {}
-        for video in report.videos:
-            groups.setdefault((video.label, video.suite), []).append(video)
-        for (label, suite), videos in groups.items():
-            out.append(f"<details><summary>{html.escape(label)} / {html.escape(suite)} ({len(videos)})</summary><ul>")
-            out += [f'<li><a href="{html.escape(v.href)}">{html.escape(v.text)}</a></li>' for v in videos]
-            out.append("</ul></details>")
-        out.append("</section>")
+    out += [] if placed else gallery.to_html(report.videos)
     out.append(f"<footer><small>generated {html.escape(report.generated_at)} by lamp-bench from "
                f"{html.escape(str(report.results_dir))}</small></footer></body></html>")
     return "\n".join(out)

@@ -27,6 +27,13 @@ OPENVLA = {"libero_spatial": [*range(5, 18), 18], "libero_object": range(12), "l
 SIMPLER = {"PutSpoonOnTableClothInScene-v1": (5, 8), "PutCarrotOnPlateInScene-v1": (4, 6),
            "StackGreenCubeOnYellowCubeBakedTexInScene-v1": (2, 5), "PutEggplantInBasketScene-v1": (7, 9)}
 NOT_COMPARABLE = "asset pack has stand-ins (stages: flat slab): not comparable with published SimplerEnv results"
+# recorded rollouts: (label, suite, episode index) -> video file under the results directory; the last one's
+# file is never written (a record naming a video that is gone)
+VIDEOS = {("lamp", "libero_spatial", 0): "videos/lamp/libero_spatial/task0_init0_seed0_success.mp4",
+          ("lamp", "libero_spatial", 18): "videos/lamp/libero_spatial/task1_init8_seed0_failure.mp4",
+          ("lamp", "libero_goal", 19): "videos/lamp/libero_goal/task1_init9_seed0_failure.gif",
+          ("openvla", "libero_spatial", 1): "videos/openvla/libero_spatial/task0_init1_seed0_failure.mp4"}
+MISSING_VIDEO = VIDEOS[("openvla", "libero_spatial", 1)]
 LIBERO_PROV = {"code_commit": "c0mmit", "host": "node1", "python": "3.11.7",
                "versions": {"mujoco": "3.9.0", "robosuite": "1.4.0", "libero": "0.1.1"},
                "mujoco_warning": "MuJoCo 3.9.0 renders floors darker",
@@ -49,7 +56,9 @@ def write_results(root: Path) -> None:
         for suite in LIBERO:
             for e in range(20):
                 error = label == "lamp" and suite == "libero_goal" and e == 19
+                video = VIDEOS.get((label, suite, e))
                 writer.append(record(label, label, suite, e // 10, e % 10, e in successes[suite],
+                                     info={"video": video} if video else {},
                                      **({"status": "error", "failure_reason": "env crashed"} if error else {})))
     # a later duplicate of an episode never replaces the first record
     writer.append(record("lamp", "lamp", "libero_spatial", 1, 9, True, finished_at="2026-02-01T00:00:00+00:00"))
@@ -83,11 +92,21 @@ def write_results(root: Path) -> None:
     (profile / "no-motion.json").write_text(json.dumps({
         "policy": "no-motion", "preset": "tiny", "batch": 1, "total_ms": 40.0,
         "components_ms": {"vision": 10.0, "prefill": 20.0, "decode": 10.0}}))
+    write_videos(root, [v for v in VIDEOS.values() if v != MISSING_VIDEO])
+
+
+def write_videos(root: Path, paths) -> None:
+    """Clips as the runner writes them: H.264 mp4 through imageio's ffmpeg plugin, else a GIF."""
     import imageio.v2 as imageio
 
-    video = root / "videos" / "lamp" / "libero_spatial" / "task0_init0_seed0_success.gif"
-    video.parent.mkdir(parents=True)
-    imageio.mimwrite(video, [np.full((16, 16, 3), v, np.uint8) for v in (0, 128, 255)], duration=0.05)
+    frames = [np.full((32, 48, 3), v, np.uint8) for v in range(0, 256, 32)]
+    for relative in paths:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".mp4":
+            imageio.mimwrite(path, frames, fps=20, macro_block_size=1)
+        else:
+            imageio.mimwrite(path, frames, duration=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -255,25 +274,61 @@ def test_provenance_is_stated(report):
         assert text in md
 
 
+FIGURES = ("comparisons", "libero", "libero_plus", "simpler_widowx", "ablation_steps", "ablation_cross_attention",
+           "speed")
+
+
 def test_files_figures_and_self_contained_html(report):
     root, out, files, _ = report
     names = {p.relative_to(out).as_posix() for p in files}
     assert {"report.md", "report.tex", "report.csv", "report.html"} <= names
-    sections = ("libero", "libero_plus", "simpler_widowx", "ablation_steps", "ablation_cross_attention", "speed")
-    for key in sections:
+    for key in FIGURES:
         assert (out / "figures" / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert ET.parse(out / "figures" / f"{key}.svg").getroot().tag.endswith("svg")
     page = (out / "report.html").read_text()
-    assert "<script" not in page and not re.search(r'src="(?!data:)', page)
+    assert "<script" not in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == len(sections)
+    assert len(images) == len(FIGURES)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
-    links = [html.unescape(h) for h in re.findall(r'href="([^"#][^"]*)"', page)]
-    assert links == ["../videos/lamp/libero_spatial/task0_init0_seed0_success.gif"]
-    assert (out / links[0]).resolve().is_file()
+    # everything else the page loads is a recorded rollout, linked relatively and present
+    linked = [html.unescape(h) for h in re.findall(r'(?:src|href)="(?!data:|#)([^"]*)"', page)]
+    assert sorted(linked) == sorted(f"../{v}" for v in VIDEOS.values() if v != MISSING_VIDEO)
+    assert all((out / link).resolve().is_file() for link in linked)
     tex = (out / "report.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\Delta$ lamp $-$ paper LaMP (ours)" in tex
     assert tex.count(r"\begin{table}") == tex.count(r"\end{table}")
+
+
+def test_forest_plot_gathers_every_comparison_of_the_tables(report):
+    _, out, _, cells = report
+    page = (out / "report.html").read_text()
+    forest = page[page.index('<section id="s-comparisons">'):page.index('<section id="s-libero">')]
+    differences = cells[(cells["kind"] == "difference") & (cells["text"] != "–")]
+    assert len(differences) == 7  # lamp, ungated and steps-5 against openvla: 5 + 1 + 1 columns
+    assert f"{len(differences)} comparison(s) from the differences tables below (6 paired on shared episodes, " \
+           "1 unpaired); 1 settled, 6 not." in html.unescape(forest)
+    assert 'alt="All comparisons at a glance figure" src="data:image/png;base64,' in forest
+    assert page.index("s-comparisons") < page.index("s-libero")  # the picture first, the tables after
+
+
+def test_gallery_captions_failures_and_successes(report):
+    _, out, _, _ = report
+    page = (out / "report.html").read_text()
+    gallery = page[page.index('<section id="s-videos">'):page.index('<section id="s-provenance">')]
+    figures = re.findall(r'<figure class="(\w+)">(.*?)</figure>', gallery)
+    assert [outcome for outcome, _ in figures] == ["error", "failure", "success", "failure"]  # failures first
+    videos = re.findall(r'<video src="([^"]+)"', gallery)
+    assert videos == ["../videos/lamp/libero_spatial/task1_init8_seed0_failure.mp4",
+                      "../videos/lamp/libero_spatial/task0_init0_seed0_success.mp4"]
+    assert '<img src="../videos/lamp/libero_goal/task1_init9_seed0_failure.gif"' in gallery  # the GIF fallback
+    captions = [re.sub("<[^>]+>", "", html.unescape(body.split("<figcaption>")[1])) for _, body in figures]
+    assert captions[1] == "failure · lamp / libero_spatial · task 1 · init 8 · seed 0libero_spatial_1"
+    assert captions[0].startswith("error · lamp / libero_goal · task 1 · init 9 · seed 0")
+    assert f"video file missing: ../{MISSING_VIDEO}" in gallery and MISSING_VIDEO not in "".join(videos)
+    md = (out / "report.md").read_text()
+    assert "- lamp / libero_spatial: [task 0 · init 0 · seed 0 · success]" \
+           "(../videos/lamp/libero_spatial/task0_init0_seed0_success.mp4)" in md
+    assert f"task 0 · init 1 · seed 0 · failure (video file missing: ../{MISSING_VIDEO})" in md
 
 
 def test_bad_input_is_named(report, tmp_path):
@@ -307,9 +362,11 @@ CHROMIUM = shutil.which("chromium")
 PROBE = """<script>window.addEventListener('load', () => {
   const shown = [...document.querySelectorAll('img')].map(e => {
     const r = e.getBoundingClientRect();
-    return [e.complete && e.naturalWidth > 0, Math.round(r.width), Math.round(r.height)];
+    return [e.alt, e.complete && e.naturalWidth > 0, Math.round(r.width), Math.round(r.height)];
   });
-  document.body.setAttribute('data-rendered', JSON.stringify(shown));
+  const videos = [...document.querySelectorAll('video')].map(e =>
+    [e.getAttribute('src'), e.readyState, e.videoWidth, e.error ? e.error.code : null]);
+  document.body.setAttribute('data-rendered', JSON.stringify([shown, videos]));
 });</script>"""
 
 
@@ -338,6 +395,14 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
         dom = chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp_path=tmp_path).stdout
     finally:
         probe.unlink()
-    rendered = json.loads(html.unescape(re.search(r'data-rendered="([^"]*)"', dom).group(1)))
-    assert len(rendered) == 6
-    assert all(loaded and width > 100 and height > 100 for loaded, width, height in rendered)
+    images, videos = json.loads(html.unescape(re.search(r'data-rendered="([^"]*)"', dom).group(1)))
+    figures = [i for i in images if i[0].endswith(" figure")]
+    assert len(figures) == len(FIGURES) and figures[0][0] == "All comparisons at a glance figure"
+    assert all(loaded and width > 100 and height > 100 for _, loaded, width, height in figures)
+    clips = [i for i in images if not i[0].endswith(" figure")]  # the GIF rollout
+    assert len(clips) == 1 and clips[0][1] and clips[0][2] > 100
+    # each <video> points at a file that is there, and chromium decoded its H.264 frames (readyState >= 2)
+    assert sorted(v[0] for v in videos) == sorted(f"../{v}" for v in VIDEOS.values()
+                                                   if v.endswith(".mp4") and v != MISSING_VIDEO)
+    assert all((out / src).resolve().is_file() for src, *_ in videos)
+    assert all(ready >= 2 and width == 48 and error is None for _, ready, width, error in videos)
