@@ -4,9 +4,10 @@ Entries are declared lazily (no torch import until a policy is built)."""
 from lamp_bench.harness.registry import POLICIES
 
 _LAMP = "lamp_bench.models.policies"
+_ORACLE = "lamp_bench.models.oracle.policies"
 for _name, _module, _description in [
-    ("oracle", "lamp_bench.models.oracle", "privileged scripted pick-and-place policy (reads simulator state)"),
-    ("noop", "lamp_bench.models.oracle", "does nothing (holds still, gripper open): harness overhead baseline"),
+    ("oracle", _ORACLE, "privileged scripted pick-and-place policy (reads simulator state)"),
+    ("noop", _ORACLE, "does nothing (holds still, gripper open): harness overhead baseline"),
     ("lamp", _LAMP, "LaMP: OpenVLA-style action expert + 1-step flow-matching motion expert, gated cross-attention"),
     ("openvla", _LAMP, "OpenVLA-style action expert alone (the baseline)"),
     ("no-motion", _LAMP, "LaMP with the motion pathway off (ablation: 0 Euler steps)"),

@@ -80,7 +80,8 @@ def test_oracle_unknown_robot_missing_state_and_unsupported_goal():
 
 
 def test_oracle_opens_a_closed_drawer_before_putting_something_in_it_and_closes_last():
-    from lamp_bench.models.oracle import OracleConfig, PandaScript
+    from lamp_bench.models.oracle import OracleConfig
+    from lamp_bench.models.oracle.panda import PandaScript
 
     state = _state(goal=[("close", "cab_1_bottom_region"), ("in", "cube_1", "cab_1_top_region"),
                          ("turnon", "stove_1")])

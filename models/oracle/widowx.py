@@ -1,6 +1,6 @@
 """The oracle's WidowX script (SimplerEnv-WidowX): privileged top-down pick-and-place.
 
-Registered with `lamp_bench.models.oracle.register_script("widowx")`; the `oracle` policy imports this
+Registered with `register_script("widowx")` (models/oracle/base.py); the `oracle` policy imports this
 module the first time an observation says `privileged["robot"] == "widowx"` (see suites/simpler_widowx.py
 for the state it reads). One `WidowXPickPlace` runs one episode of one batch slot.
 
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from lamp_bench.models.oracle import (
+from lamp_bench.models.oracle.base import (
     CLOSE,
     NOOP_ACTION,
     OPEN,
     OracleConfig,
-    Script,
+    PhaseScript,
     register_script,
+    yaw_down,
 )
 from scipy.spatial.transform import Rotation
 
@@ -51,10 +52,6 @@ class WidowXScriptConfig:
     align_tol: float = 0.1  # radians between the measured and the wanted hand orientation before descending
 
 
-def _yaw_down(yaw: float) -> np.ndarray:
-    return Rotation.from_euler("z", yaw).as_matrix() @ DOWN
-
-
 def long_axis_yaw(obj: dict[str, Any]) -> float:
     """Yaw (world) of the object's longest horizontal extent, in (-pi/2, pi/2]."""
     axes = Rotation.from_quat(obj["quat"]).as_matrix() * np.asarray(obj["size"])[None, :]  # scaled local axes
@@ -65,14 +62,11 @@ def long_axis_yaw(obj: dict[str, Any]) -> float:
 
 
 @register_script("widowx")
-class WidowXPickPlace(Script):
+class WidowXPickPlace(PhaseScript):
     def __init__(self, config: OracleConfig, seed: int, script: WidowXScriptConfig | None = None):
+        super().__init__(seed)
         self.noise = config.action_noise
         self.cfg = script or WidowXScriptConfig()
-        self.rng = np.random.default_rng(seed)
-        self.phase = "plan"
-        self.steps_in_phase = 0
-        self.retries = 0
         self.plan: dict[str, Any] = {}
 
     def act(self, s: dict[str, Any]) -> np.ndarray:
@@ -81,14 +75,9 @@ class WidowXPickPlace(Script):
             return NOOP_ACTION.copy()
         action = getattr(self, f"_{self.phase}")(s, goal[0][1], goal[0][2])
         self.steps_in_phase += 1
-        if self.noise > 0:
-            action[:6] += self.rng.normal(0, self.noise, 6)
-        return np.clip(action, -1.0, 1.0)
+        return np.clip(self._add_noise(action, self.noise), -1.0, 1.0)
 
     # -- control ------------------------------------------------------------------------------------
-
-    def _goto(self, phase: str) -> None:
-        self.phase, self.steps_in_phase = phase, 0
 
     def _move(self, s, target: np.ndarray, rot: np.ndarray, gripper: float, max_step: float | None = None) -> np.ndarray:
         """One step of the hand target toward `target`/`rot`, expressed as base-frame deltas."""
@@ -102,13 +91,6 @@ class WidowXPickPlace(Script):
         rotvec = Rotation.from_matrix(rot @ current.T).as_rotvec()  # world axes, about the hand
         return np.concatenate([base.T @ step / POS_SCALE, base.T @ rotvec / ROT_SCALE, [gripper]]).astype(np.float32)
 
-    def _near(self, s, target: np.ndarray, tol: float | None = None) -> bool:
-        return bool(np.linalg.norm(target - s["eef_pos"]) < (tol or self.cfg.reach_tol))
-
-    def _aligned(self, s, rot: np.ndarray) -> bool:
-        current = Rotation.from_quat(s["eef_quat"]).as_matrix()
-        return bool(np.linalg.norm(Rotation.from_matrix(rot @ current.T).as_rotvec()) < self.cfg.align_tol)
-
     # -- phases -------------------------------------------------------------------------------------
 
     def _plan(self, s, source: str, target: str) -> np.ndarray:
@@ -121,7 +103,7 @@ class WidowXPickPlace(Script):
         centre = self._grasp_centre(obj)
         self.plan = {
             "point": np.array([centre[0], centre[1], tip + TIP_BELOW_HAND]),  # balanced in the pinch
-            "rot": _yaw_down(yaw),  # the equivalent grasp yaw nearest to the hand's
+            "rot": yaw_down(yaw, DOWN),  # the equivalent grasp yaw nearest to the hand's
             "z0": obj["pos"][2],
             "floor": max(s["objects"][target]["aabb"][1][2], low[2]),  # highest surface under the carry
         }
@@ -131,13 +113,14 @@ class WidowXPickPlace(Script):
     def _above(self, s, source: str, target: str) -> np.ndarray:
         p = self.plan
         waypoint = p["point"] + np.array([0, 0, self.cfg.hover])
-        if (self._near(s, waypoint, 0.02) and self._aligned(s, p["rot"])) or self.steps_in_phase > 15:
+        there = self._near(s, waypoint, 0.02) and self._aligned(s, p["rot"], self.cfg.align_tol)
+        if there or self.steps_in_phase > 15:
             self._goto("descend")
         return self._move(s, waypoint, p["rot"], OPEN)
 
     def _descend(self, s, source: str, target: str) -> np.ndarray:
         p = self.plan
-        if self._near(s, p["point"]) or self.steps_in_phase > 6:
+        if self._near(s, p["point"], self.cfg.reach_tol) or self.steps_in_phase > 6:
             self._goto("close")
         return self._move(s, p["point"], p["rot"], OPEN, max_step=0.03)
 
