@@ -18,6 +18,7 @@ for _name, _module, _description in [
     ("midas", _LAMP, "LaMP with MiDaS (DPT) depth (ablation)"),
     ("zoedepth", _LAMP, "LaMP with ZoeDepth depth (ablation)"),
     ("dav2", _LAMP, "LaMP with DepthAnything-V2 depth (ablation; the paper's default)"),
+    ("remote", "lamp_bench.harness.remote.client_policy", "a policy served over openpi's or vla-eval's websocket protocol (--server, --protocol)"),
     ("sim-depth", _LAMP, "LaMP with the simulator's true depth (diagnostic)"),
 ]:
     POLICIES.register_lazy(_name, _module, _description)
