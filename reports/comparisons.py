@@ -14,7 +14,7 @@ from lamp_bench.results.stats import ALPHA, Difference
 
 DIFFERENCES_SUFFIX = "_differences"
 TITLE_SPLIT = ": differences vs "
-ADJUSTED_P_NAMES = ("adjusted_p", "p_adjusted", "p_holm")  # whichever name the correction stores it under
+ADJUSTED_P_NAMES = ("p_adjusted", "adjusted_p")  # whichever name the correction stores it under
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def verdict(difference: Difference) -> Verdict:
         settled = adjusted < ALPHA
         return Verdict(settled, f"{'significant' if settled else 'not significant'} (adjusted p={adjusted:.2g})")
     settled = bool(difference.significant)
-    if difference.paired and difference.p_value is not None:
+    if difference.p_value is not None:  # McNemar when paired; unpaired ones may carry the inverted interval's
         return Verdict(settled, f"{'significant' if settled else 'not significant'} (p={difference.p_value:.2g})")
     return Verdict(settled, "interval excludes 0" if settled else "interval includes 0")
 

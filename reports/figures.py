@@ -46,8 +46,10 @@ def _bars(ax, table: Table) -> None:
         ax.bar(pos, np.nan_to_num(rates), width * 0.92, label=row.name,
                yerr=_error_bars(rates, low, high), capsize=2, error_kw={"lw": 0.8})
         for p, r in zip(pos, rates):
-            if np.isnan(r):
+            if np.isnan(r):  # no episodes: a dash, never an empty bar that reads as 0
                 ax.text(p, 1, "–", ha="center", va="bottom", fontsize=7, color="grey")
+            elif r == 0:  # measured 0%: a bar of no height, so say it
+                ax.text(p, 1, "0", ha="center", va="bottom", fontsize=7)
         published = paper.get(row.ref)
         if published:
             values = np.array([v if isinstance(v, (int, float)) else np.nan for v in published], dtype=float)
@@ -92,7 +94,7 @@ def _steps(fig: Figure, table: Table) -> None:
         ax.set_xlabel("motion-expert Euler steps (0 = no motion prior)")
         ax.set_ylabel(f"{column} success %")
         ax.set_ylim(0, 105)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="best")
     fig.suptitle(table.title, fontsize=10, x=0.01, ha="left")
 
 
@@ -145,8 +147,8 @@ def _forest(ax, items: list[comparisons.Comparison]) -> None:
     ax.set_ylim(y - 0.4, -0.8)
     lows = [100 * c.difference.low for c in items]
     highs = [100 * c.difference.high for c in items]
-    pad = 5.0
-    ax.set_xlim(max(-100.0, min(min(lows), 0.0) - pad), min(100.0, max(max(highs), 0.0) + pad))
+    pad = 5.0  # room for a mark at +-100 points
+    ax.set_xlim(max(-100.0 - pad, min(min(lows), 0.0) - pad), min(100.0 + pad, max(max(highs), 0.0) + pad))
     ax.set_xlabel("difference in success rate (percentage points), 95% interval")
     ax.spines["left"].set_visible(False)
     ax.tick_params(axis="y", length=0)

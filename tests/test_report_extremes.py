@@ -80,13 +80,13 @@ class Sequential(stats.Difference):
 class Corrected(stats.Difference):
     """A Difference as a multiple-comparison correction may extend it."""
 
-    adjusted_p: float | None = None
+    p_adjusted: float | None = None
 
 
 def test_verdict_prefers_decision_then_adjusted_p_then_own_test():
     plain = stats.Difference(0.2, 0.05, 0.35, paired=True, n_pairs=50, discordant=(12, 2), p_value=0.013)
     assert verdict(plain).settled and verdict(plain).text == "significant (p=0.013)"
-    corrected = Corrected(**{**plain.__dict__, "adjusted_p": 0.065})
+    corrected = Corrected(**{**plain.__dict__, "p_adjusted": 0.065})
     assert not verdict(corrected).settled and verdict(corrected).text == "not significant (adjusted p=0.065)"
     assert verdict(Sequential(**{**plain.__dict__, "decided": False})).text == "undecided"
     assert verdict(Sequential(**{**plain.__dict__, "decided": True})).settled
