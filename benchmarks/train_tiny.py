@@ -89,8 +89,8 @@ def _collect_shard(args: argparse.Namespace, shard: int, shards: int) -> dict[st
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    from lamp_bench.models.train import build_train_config
-    from lamp_bench.models.train import train as run_training
+    from lamp_bench.models.training.config import build_train_config
+    from lamp_bench.models.training.loop import train as run_training
 
     config = build_train_config(preset="tiny", data=[str(args.work / "demos")], out=str(args.work / "ckpt"),
                                 policy="lamp", stage="both", stage1_steps=args.stage1_steps,

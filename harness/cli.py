@@ -269,7 +269,8 @@ def train(
     policy: Optional[str] = typer.Option(None, "--policy", help="variant to train (lamp, openvla, no-motion, ...)"),
 ) -> None:
     """Train a policy (stage 1: motion expert; stage 2: joint LoRA fine-tuning); resumes after a kill."""
-    from lamp_bench.models.train import build_train_config, train as run_training
+    from lamp_bench.models.training.config import build_train_config
+    from lamp_bench.models.training.loop import train as run_training
 
     if config is None and (preset is None or not data):
         raise ValueError("give --config FILE, or --preset P with --data DIR")
@@ -341,7 +342,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials",)
+COMMAND_MODULES: tuple[str, ...] = ()
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

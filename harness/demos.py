@@ -1,5 +1,5 @@
 """Demonstration collection: roll out the privileged scripted oracle in a suite from its fixed initial
-states, keep the successful episodes, and write them in LIBERO's HDF5 layout (models/demos.py).
+states, keep the successful episodes, and write them in LIBERO's HDF5 layout (models/training/demos.py).
 
 Diversity (DART): with `action_noise` > 0 the executed arm action is the oracle's plus Gaussian noise,
 while the recorded action is the oracle's clean one; the closed-loop oracle then corrects from states
@@ -20,7 +20,7 @@ import numpy as np
 from lamp_bench.harness.policy import Observation, PolicyNeeds
 from lamp_bench.harness.registry import POLICIES, SUITES, load_builtin_entries
 from lamp_bench.harness.suite import Episode, SuiteEnv
-from lamp_bench.models.demos import DEMO_SUFFIX, DemoWriter, Frame, TaskInfo
+from lamp_bench.models.training.demos import DEMO_SUFFIX, DemoWriter, Frame, TaskInfo
 
 
 def _simulator_extras(env: SuiteEnv) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:

@@ -392,7 +392,7 @@ def calibrate_from_demos(
 ) -> DisparityCalibration:
     """Fit (and by default save into the weights folder) the calibration of a relative model on
     third-person frames of demonstrations that carry the simulator's metric depth (lamp-bench's own)."""
-    from lamp_bench.models.demos import DemoReader, inspect_demo_file
+    from lamp_bench.models.training.demos import DemoReader, inspect_demo_file
 
     folder = weights_folder(source, weights)
     net = _load_network(source, folder)

@@ -9,8 +9,8 @@ import pytest
 from demo_data import ASSETS, COLLECT, collected, demo_file, needs_libero
 
 from lamp_bench.models.action_tokenizer import proprio_features
-from lamp_bench.models.dataset import SampleSpec, action_statistics, check_files
-from lamp_bench.models.demos import DemoFileError, DemoReader, DemoWriter, Frame, TaskInfo, inspect_demo_file
+from lamp_bench.models.training.dataset import SampleSpec, action_statistics, check_files
+from lamp_bench.models.training.demos import DemoFileError, DemoReader, DemoWriter, Frame, TaskInfo, inspect_demo_file
 
 TASK = TaskInfo("libero_spatial", 3, "put_it_there", "put it there", "libero_spatial", "x/libero_spatial/put_it_there.bddl")
 
@@ -130,7 +130,7 @@ def test_oracle_demos_in_real_libero_are_complete_and_collection_resumes():
         poses = demo["obs/body_poses"][()]
     # The oracle moved the bowl, and the lifted bowl pixels sit where the simulator says the bowl is.
     assert np.linalg.norm(poses[-1, bowl, :3] - poses[0, bowl, :3]) > 0.05
-    from lamp_bench.models.scene_flow import FlowFrame, pixel_grid, query_world_points
+    from lamp_bench.models.training.scene_flow import FlowFrame, pixel_grid, query_world_points
 
     k, e = reader.camera(0)
     seg = reader.segmentation(0, 0)

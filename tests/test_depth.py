@@ -185,7 +185,7 @@ def test_relative_model_needs_a_calibration(tmp_path):
 def test_calibration_from_demonstrations_recovers_the_cameras_affine_map(tmp_path):
     """Demo frames whose true depth is 1 / (0.7 d + 0.3) of the network's own disparity d: the fit must
     recover (0.7, 0.3), which it only does when it pairs each image with its depth map, the right way up."""
-    from lamp_bench.models.demos import DemoWriter, Frame, TaskInfo
+    from lamp_bench.models.training.demos import DemoWriter, Frame, TaskInfo
 
     torch.manual_seed(1)
     net = tiny_network("dav2", metric=False)

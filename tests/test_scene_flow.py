@@ -9,8 +9,8 @@ import pytest
 from demo_data import demo_file, needs_libero
 
 from lamp_bench.harness.registry import UnknownNameError
-from lamp_bench.models.demos import DemoReader, inspect_demo_file
-from lamp_bench.models.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels, icp, kabsch
+from lamp_bench.models.training.demos import DemoReader, inspect_demo_file
+from lamp_bench.models.training.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels, icp, kabsch
 from scipy.spatial.transform import Rotation
 
 

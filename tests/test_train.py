@@ -16,8 +16,10 @@ from demo_data import needs_libero, short_demo_file
 
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.registry import UnknownNameError
-from lamp_bench.models.demos import DemoFileError
-from lamp_bench.models.train import TrainConfig, _find_state, build_train_config, train
+from lamp_bench.models.training.config import TrainConfig, build_train_config
+from lamp_bench.models.training.demos import DemoFileError
+from lamp_bench.models.training.loop import train
+from lamp_bench.models.training.state import find_state as _find_state
 
 # Small enough to run in seconds on 2 cores, big enough to memorise 16 steps.
 # One torch thread: a reduction split over another thread count rounds differently, and the resume test
@@ -94,7 +96,7 @@ def trained(tmp_path_factory) -> Path:
 def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
     from lamp_bench.harness.policy import Observation, Task
     from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-    from lamp_bench.models.demos import DemoReader, inspect_demo_file
+    from lamp_bench.models.training.demos import DemoReader, inspect_demo_file
 
     losses = _losses(trained)
     stage1 = [loss for stage, _, loss in losses if stage == "1"]
@@ -136,7 +138,8 @@ def test_short_training_lowers_the_loss_and_the_checkpoint_acts(trained):
 def test_killed_training_resumes_from_its_last_state_and_matches(trained, tmp_path):
     data = str(short_demo_file().parent)
     out = tmp_path / "killed"
-    code = ("from lamp_bench.models.train import build_train_config, train; "
+    code = ("from lamp_bench.models.training.config import build_train_config; "
+            "from lamp_bench.models.training.loop import train; "
             f"train(build_train_config(preset='tiny', data=[{data!r}], out={str(out)!r}, **{SHORT!r}))")
     process = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 600
@@ -164,10 +167,10 @@ def test_shift_augmentation_keeps_pixels_points_and_flow_together():
     """After a random shift, each patch centre still lifts to the scene point whose features it sees and
     carries that point's flow label."""
     import torch
-    from lamp_bench.models.dataset import patch_centres
+    from lamp_bench.models.training.dataset import patch_centres
     from lamp_bench.models.lamp import Batch
     from lamp_bench.models.lifting import PointLifter
-    from lamp_bench.models.train import shift_augment
+    from lamp_bench.models.training.steps import shift_augment
 
     size, patch, b = 32, 8, 3
     g = torch.Generator().manual_seed(0)

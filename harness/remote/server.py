@@ -142,7 +142,6 @@ class PolicyServer:
 
 def _json(connection: Any, body: dict[str, Any]) -> Any:
     response = connection.respond(HTTPStatus.OK, json.dumps(body) + "\n")
-    del response.headers["Content-Type"]  # websockets' Headers is multi-valued: replace, not add
     response.headers["Content-Type"] = "application/json"
     return response
 

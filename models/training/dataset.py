@@ -23,9 +23,9 @@ import torch
 
 from lamp_bench.harness import config as harness_config
 from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
-from lamp_bench.models.demos import DemoFileError, DemoFileInfo, DemoReader, find_demo_files, inspect_demo_file
+from lamp_bench.models.training.demos import DemoFileError, DemoFileInfo, DemoReader, find_demo_files, inspect_demo_file
 from lamp_bench.models.lamp import Batch
-from lamp_bench.models.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels
+from lamp_bench.models.training.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels
 from PIL import Image
 
 CAMERA = "third_person"  # the camera LaMP policies see (models.policies.CAMERA)
