@@ -14,7 +14,12 @@ Methods, and why:
   multinomial draw over the four outcome pairs (only its two discordant cells matter), so the bootstrap
   costs nothing per episode.
 - Two policies on different episodes: Newcombe's hybrid score interval (his method 10) of the
-  difference, built from the two Wilson-type intervals; labelled unpaired.
+  difference, built from the two Wilson-type intervals; labelled unpaired. Its p-value inverts the
+  interval (the level at which it just reaches 0), so "significant" and "excludes 0" always agree.
+- Several methods against one baseline (an ablation table): Holm's step-down adjustment of the p-values
+  of each column's k comparisons (`holm`); a Difference then carries `p_adjusted`, which decides it.
+- Episodes that share init states (several seeds): see `results.clustered`; sequential decisions: see
+  `results.sequential` (a Difference then carries `decided`).
 """
 from __future__ import annotations
 
@@ -58,11 +63,13 @@ class Estimate:
     high: float
     n: int
     n_eff: float
+    design_effect: float = 1.0  # variance inflation from episodes sharing init states (1: none)
 
 
-def weighted_rate(successes, n, weights=None, confidence: float = CONFIDENCE) -> Estimate:
+def weighted_rate(successes, n, weights=None, confidence: float = CONFIDENCE, design_effect=None) -> Estimate:
     """Weighted mean of per-stratum rates successes_s / n_s with the variance-combination Wilson interval
-    (module docstring). Equal weights give the paper's mean over suites; weights = n give the pooled rate."""
+    (module docstring). Equal weights give the paper's mean over suites; weights = n give the pooled rate.
+    design_effect: per-stratum variance inflation (episodes clustered on init states), default 1."""
     k = np.asarray(successes, dtype=float)
     n = np.asarray(n, dtype=float)
     if k.shape != n.shape or k.ndim != 1 or len(k) == 0:
@@ -71,14 +78,17 @@ def weighted_rate(successes, n, weights=None, confidence: float = CONFIDENCE) ->
         raise ValueError("every stratum needs at least one episode")
     w = np.ones_like(n) if weights is None else np.asarray(weights, dtype=float)
     w = w / w.sum()
+    deff = np.ones_like(n) if design_effect is None else np.maximum(np.asarray(design_effect, dtype=float), 1.0)
     p_s = k / n
     rate = float(np.dot(w, p_s))
-    variance = float(np.sum(w * w * p_s * (1 - p_s) / n))
-    kish = 1.0 / float(np.sum(w * w / n))
+    variance = float(np.sum(w * w * deff * p_s * (1 - p_s) / n))
+    kish = 1.0 / float(np.sum(w * w * deff / n))
     n_eff = rate * (1 - rate) / variance if variance > 0 else kish
     n_eff = min(n_eff, float(n.sum()))
     low, high = wilson_interval(rate * n_eff, n_eff, confidence)
-    return Estimate(rate, float(low), float(high), int(n.sum()), n_eff)
+    overall = float(n.sum()) / n_eff if design_effect is not None else 1.0
+    return Estimate(rate, float(low), float(high), int(n.sum()), n_eff, max(1.0, overall) if design_effect is not None
+                    else 1.0)
 
 
 def mcnemar_exact(b, c):
@@ -102,12 +112,21 @@ class Difference:
     p_value: float | None = None  # exact McNemar (paired only)
     n_a: int | None = None
     n_b: int | None = None
+    p_adjusted: float | None = None  # Holm-adjusted p over the comparisons of its table column
+    decided: bool | None = None  # sequential evaluation: its boundary was crossed (None: not sequential)
+    clusters: int | None = None  # init-state clusters behind a clustered comparison (None: pairs independent)
 
     @property
     def significant(self) -> bool:
-        """At level 0.05: McNemar's p when paired, the interval excluding 0 when unpaired."""
-        if self.paired:
-            return self.p_value is not None and self.p_value < ALPHA
+        """A sequential decision when there is one; else at level 0.05 the Holm-adjusted p when the table
+        corrected for several comparisons, else the test's own p (McNemar when paired, the inverted
+        Newcombe interval when unpaired)."""
+        if self.decided is not None:
+            return self.decided
+        if self.p_adjusted is not None:
+            return self.p_adjusted < ALPHA
+        if self.p_value is not None:
+            return self.p_value < ALPHA
         return self.low > 0 or self.high < 0
 
 
@@ -141,9 +160,44 @@ def paired_difference(
                       p_value=float(mcnemar_exact(b, c)))
 
 
+def _newcombe_bounds(a: Estimate, b: Estimate, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    d = a.rate - b.rate
+    if confidence == CONFIDENCE:
+        a_low, a_high, b_low, b_high = a.low, a.high, b.low, b.high
+    else:
+        a_low, a_high = wilson_interval(a.rate * a.n_eff, a.n_eff, confidence)
+        b_low, b_high = wilson_interval(b.rate * b.n_eff, b.n_eff, confidence)
+    low = d - np.sqrt((a.rate - a_low) ** 2 + (b_high - b.rate) ** 2)
+    high = d + np.sqrt((a_high - a.rate) ** 2 + (b.rate - b_low) ** 2)
+    return float(low), float(high)
+
+
+def newcombe_p_value(a: Estimate, b: Estimate) -> float:
+    """The two-sided level at which Newcombe's interval just reaches 0 (1 when the rates are equal)."""
+    from scipy import optimize
+
+    def distance(alpha: float) -> float:  # > 0 while the interval at 1 - alpha excludes 0
+        low, high = _newcombe_bounds(a, b, 1 - alpha)
+        return max(low, -high)
+
+    if a.rate == b.rate or distance(1 - 1e-9) <= 0:
+        return 1.0
+    if distance(1e-15) > 0:
+        return 1e-15
+    return float(optimize.brentq(distance, 1e-15, 1 - 1e-9, xtol=1e-12, rtol=1e-6))
+
+
 def newcombe_difference(a: Estimate, b: Estimate) -> Difference:
     """Unpaired A minus B: Newcombe's hybrid score interval from the two rates' Wilson-type intervals."""
-    d = a.rate - b.rate
-    low = d - np.sqrt((a.rate - a.low) ** 2 + (b.high - b.rate) ** 2)
-    high = d + np.sqrt((a.high - a.rate) ** 2 + (b.rate - b.low) ** 2)
-    return Difference(d, float(low), float(high), paired=False, n_a=a.n, n_b=b.n)
+    low, high = _newcombe_bounds(a, b)
+    return Difference(a.rate - b.rate, low, high, paired=False, n_a=a.n, n_b=b.n, p_value=newcombe_p_value(a, b))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error at most alpha for 'adjusted p < alpha')."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    steps = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return adjusted
