@@ -342,7 +342,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials",)
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

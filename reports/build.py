@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from lamp_bench.reports import comparisons, figures, gallery, layouts, render
+from lamp_bench.reports import comparisons, figures, gallery, layouts, real_world, render
 from lamp_bench.results.aggregate import episode_frame, load_profiles, provenance_summary
 from lamp_bench.results.store import EpisodeStore
 
@@ -44,18 +44,21 @@ def build_report(
     store = EpisodeStore(results_dir)
     records = store.records()
     profiles = load_profiles(results_dir)
-    if not records and not profiles:
-        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl) and no "
-                         "profile/*.json; run `lamp-bench run` (or `lamp-bench profile`) first")
+    trials = real_world.load_trials(results_dir)
+    if not records and not profiles and not trials.records:
+        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl), no "
+                         "profile/*.json and no trials/*.jsonl; run `lamp-bench run` (or `lamp-bench profile`, "
+                         "`lamp-bench trials record`) first")
     episodes = len(records)
     frame = episode_frame(records)
     provenance = provenance_summary(records)
     clips = gallery.clips(frame, results_dir, out_dir)
     del records  # the frame and the provenance hold what is needed; ~1e5 live dicts make every later GC pass slow
     labels = sorted(map(str, frame["label"].unique())) if not frame.empty else []
-    if baseline is not None and baseline not in labels:
+    if baseline is not None and baseline not in labels and baseline not in trials.labels:
         raise ValueError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
     sections = layouts.build_sections(frame, provenance, profiles, layouts.load_paper_numbers(), show_paper, baseline)
+    sections += real_world.build_sections(trials, layouts.load_paper_numbers(), show_paper, baseline)
     overview_plot = comparisons.section(sections)  # the forest plot of every comparison, first on the page
     if overview_plot is not None:
         sections.insert(0, overview_plot)
@@ -71,7 +74,7 @@ def build_report(
                 f"{errors:,} ended in an error and count as failures",
                 f"labels: {', '.join(labels) or 'none'}; suites: "
                 f"{', '.join(sorted(frame['suite'].unique())) if not frame.empty else 'none'}",
-                f"{len(profiles)} profile file(s)"]
+                f"{len(profiles)} profile file(s)"] + ([trials.overview] if trials.records else [])
     report = render.Report(f"lamp-bench report: {results_dir.name}", results_dir.resolve(),
                            datetime.now(timezone.utc).isoformat(timespec="seconds"), overview, sections, drawn,
                            clips)
