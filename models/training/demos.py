@@ -41,13 +41,15 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lamp_bench.harness.config import ConfigError
+
 LAYOUT_VERSION = 1
 CAMERA_KEYS = {"third_person": "agentview", "wrist": "eye_in_hand"}  # role -> LIBERO obs key prefix
 OPENGL = "opengl"  # upside-down storage (LIBERO's files)
 DEMO_SUFFIX = "_demo.hdf5"
 
 
-class DemoFileError(ValueError):
+class DemoFileError(ConfigError):
     """A demonstration file that cannot be used; the message names the file and what is wrong."""
 
 
