@@ -35,11 +35,15 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def policy_kwargs(checkpoint: Optional[Path], preset: Optional[str]) -> dict:
+def policy_kwargs(checkpoint: Optional[Path], preset: Optional[str], policy: Optional[str] = None) -> dict:
     kwargs = {}
     if checkpoint is not None:
         if not checkpoint.is_dir():
             raise ConfigError(f"checkpoint {checkpoint} is not a directory (expected config.json, model.safetensors, ...)")
+        if policy is not None:  # a bad folder is refused here, before any progress bar (headers only)
+            from lamp_bench.models.policies import check_checkpoint
+
+            check_checkpoint(policy, checkpoint)
         kwargs["checkpoint"] = str(checkpoint.resolve())
     if preset is not None:
         kwargs["preset"] = preset
@@ -101,7 +105,7 @@ def run(
     suite_obj = SUITES.build(suite, **suite_kwargs(assets))
     episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
     spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
-                   policy_kwargs=policy_kwargs(checkpoint, preset), suite_kwargs=suite_kwargs(assets),
+                   policy_kwargs=policy_kwargs(checkpoint, preset, policy), suite_kwargs=suite_kwargs(assets),
                    envs_per_worker=envs_per_worker, record_video=record_video)
     store = EpisodeStore(out)
     keys = {(spec.run_label, e.suite, e.task_id, e.init_index, e.seed) for e in episodes}
@@ -307,7 +311,10 @@ def profile(
     policy: str = typer.Option("lamp", "--policy", help="policy to time (its no-motion ablation is timed alongside)"),
     preset: str = typer.Option("small", "--preset", help="model preset when no checkpoint is given"),
     batch: int = typer.Option(1, "--batch", min=1, help="observations per policy call"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint directory"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="checkpoint directory (lamp-bench's, or an OpenVLA HF folder)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="statistics key to un-normalise actions with "
+                                          "(default: none; actions stay normalised, which costs the same)"),
     repeats: int = typer.Option(10, "--repeats", min=1, help="timed steps (the median is reported)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (1 is steadiest)"),
@@ -322,9 +329,9 @@ def profile(
 
     load_builtin_entries()
     POLICIES.check(policy)
-    ckpt = policy_kwargs(checkpoint, None).get("checkpoint")
+    ckpt = policy_kwargs(checkpoint, None, policy).get("checkpoint")
     result = profile_policy(policy, preset=preset, batch=batch, repeats=repeats, checkpoint=ckpt,
-                            device=device, threads=threads)
+                            device=device, threads=threads, dataset=dataset)
     table = Table(title=f"{policy} ({preset}, batch {batch}, {result['clock']} clock)", title_justify="left")
     table.add_column("component")
     table.add_column("ms", justify="right")
@@ -342,7 +349,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials",)
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_convert")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

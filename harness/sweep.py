@@ -328,6 +328,12 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
             if check_checkpoints and not Path(checkpoint).is_dir():
                 raise where.error("checkpoint", f"{checkpoint} (from {entry['checkpoint']!r}) is not a directory; "
                                                 f"train or download the checkpoint there, or edit the path")
+            if check_checkpoints:  # the folder's files (either kind, headers only), before anything is submitted
+                from lamp_bench.models.policies import check_checkpoint
+                try:
+                    check_checkpoint(name, checkpoint)
+                except ConfigError as error:
+                    raise where.error("checkpoint", str(error)) from None
         kwargs = where.expand_tree("kwargs", where.get(entry, "kwargs", dict, {}))
         if "checkpoint" in kwargs:
             raise where.error("kwargs.checkpoint", "set the checkpoint with the `checkpoint` key")

@@ -9,6 +9,15 @@ action expert (a LaMP model without a motion expert), from local files only, wit
     model.safetensors.index.json         weight_map: tensor name -> shard file
     model-0000i-of-0000n.safetensors     (or a single model.safetensors)
     tokenizer.json / tokenizer.model (+ tokenizer_config.json ...)
+    dataset_statistics.json              optional; when present it replaces config.json's norm_stats (as
+                                         OpenVLA's evaluation code does: fine-tuned checkpoints carry
+                                         their statistics there)
+    preprocessor_config.json             optional; the images' normalisation per tower
+                                         (`tvf_normalize_params`, what OpenVLA's processor applies)
+
+The folder is used as it is (`load_openvla`, mapped in memory: what `--checkpoint DIR` does), or
+written once as a lamp-bench checkpoint (`convert_openvla`, `lamp-bench convert`), which keeps the
+file's dtype and shards.
 
 Tensor names. `projector.fc1/fc2/fc3.*` and `language_model.*` (HF Llama) are lamp-bench's names
 already. The two vision towers are timm ViTs (`vision_backbone.featurizer.*`: DINOv2 with registers;
@@ -41,7 +50,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,16 +62,21 @@ from transformers import LlamaConfig, PreTrainedTokenizerBase
 
 from lamp_bench.harness.provenance import hash_files
 from lamp_bench.models.action_tokenizer import ActionStats
-from lamp_bench.models.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from lamp_bench.models.checkpoint import (OPENVLA_MODEL_TYPE, Checkpoint, CheckpointError, Shards,
+                                          read_image_normalization,
+                                          write_checkpoint)
 from lamp_bench.models.config import ActionConfig, LaMPConfig, LLMConfig, VisionConfig, ViTConfig
 from lamp_bench.models.lamp import LaMP, build_model
 from lamp_bench.models.text_tokenizer import load_tokenizer
+from lamp_bench.models.vision import ImageNormalization
 
-MODEL_TYPE = "openvla"
+MODEL_TYPE = OPENVLA_MODEL_TYPE
 CONFIG = "config.json"
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
+# Fine-tuned checkpoints carry their statistics here; OpenVLA's evaluation code reads it, when the
+# folder has one, in place of config.json's norm_stats (and so does lamp-bench).
+DATASET_STATISTICS = "dataset_statistics.json"
 PRESET = "openvla-hf"
+DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size ("5GB")
 # prismatic's projector of a fused backbone: fc1 -> GELU -> fc2 -> GELU -> fc3 (the only one lamp-bench builds)
 FUSED_PROJECTORS = ("no-align+fused-gelu-mlp", "fused-gelu-mlp")
 # Attention heads of the timm towers OpenVLA-family checkpoints use (not visible in tensor shapes).
@@ -82,66 +97,6 @@ UNUSED = re.compile(
 
 class OpenVLAError(CheckpointError):
     """An OpenVLA folder that cannot be loaded; the message names the file and the problem."""
-
-
-# --- the folder's files --------------------------------------------------------------------------
-
-
-class Shards:
-    """The checkpoint's tensors across its safetensors files (memory-mapped; read one at a time)."""
-
-    def __init__(self, directory: Path):
-        index = directory / INDEX
-        if index.is_file():
-            data = _read_json(index)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise OpenVLAError(f"{index}: no weight_map object mapping tensor names to shard files")
-            expected: dict[str, set[str]] = {}
-            for key, shard in weight_map.items():
-                expected.setdefault(str(shard), set()).add(key)
-            outside = sorted(s for s in expected if Path(s).name != s)
-            if outside:
-                raise OpenVLAError(f"{index} names shard files outside the folder: {outside}")
-            missing = sorted(s for s in expected if not (directory / s).is_file())
-            if missing:
-                raise OpenVLAError(f"{index} lists shard files that are not in {directory}: {missing}")
-        elif (directory / SINGLE).is_file():
-            expected = None
-        else:
-            pickles = sorted(p.name for p in directory.glob("*.bin"))
-            raise OpenVLAError(f"{directory} has neither {INDEX} nor {SINGLE}"
-                               + (f" (only {pickles}: pickled weights are never loaded)" if pickles else ""))
-        self.files: dict[str, Path] = {}  # tensor name -> its file
-        self._handles = {}
-        for name in sorted(expected) if expected is not None else [SINGLE]:
-            path = directory / name
-            try:
-                handle = safe_open(str(path), framework="pt")
-                keys = set(handle.keys())
-            except Exception as e:  # SafetensorError, OSError, ... for truncated or forged files
-                raise OpenVLAError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
-            if expected is not None and keys != expected[name]:
-                absent, extra = sorted(expected[name] - keys), sorted(keys - expected[name])
-                raise OpenVLAError(f"{path} does not hold what {INDEX} says: missing {absent[:5]}, "
-                                   f"not in the index {extra[:5]}")
-            self._handles[name] = handle
-            self.files.update({k: path for k in keys})
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.files
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._handles[self.files[key].name].get_slice(key).get_shape())
-
-    def get(self, key: str) -> torch.Tensor:
-        try:
-            return self._handles[self.files[key].name].get_tensor(key)
-        except Exception as e:
-            raise OpenVLAError(f"{self.files[key]}: cannot read tensor {key}: {e}") from e
-
-    def paths(self) -> list[Path]:
-        return sorted(set(self.files.values()))
 
 
 def _read_json(path: Path) -> Any:
@@ -169,6 +124,8 @@ def _config_json(directory: Path) -> tuple[Path, dict]:
 class OpenVLAConfig:
     model: LaMPConfig
     statistics: dict[str, ActionStats]
+    normalization: ImageNormalization  # from preprocessor_config.json (OpenVLA's processor), else defaults
+    statistics_file: Path  # where `statistics` came from: dataset_statistics.json or config.json
 
 
 def _field(data: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -249,16 +206,7 @@ def _parse_config(directory: Path, shards: Shards, tokenizer: PreTrainedTokenize
     n_bins = _field(data, "n_action_bins", int, path)
     padding = _field(data, "pad_to_multiple_of", int, path)
     text_config = _field(data, "text_config", dict, path)
-    stats_json = _field(data, "norm_stats", dict, path)
-    if not stats_json:
-        raise OpenVLAError(f"{path}: norm_stats is empty; actions cannot be un-normalised without it")
-    try:
-        statistics = {key: ActionStats.from_json(entry, f"{path} norm_stats[{key!r}]") for key, entry in stats_json.items()}
-    except ValueError as e:
-        raise OpenVLAError(str(e)) from e
-    # OpenVLA's LIBERO evaluation falls back from "<suite>" to "<suite>_no_noops" (its fine-tuning keys).
-    for key in [k for k in statistics if k.endswith("_no_noops")]:
-        statistics.setdefault(key.removesuffix("_no_noops"), statistics[key])
+    statistics_file, statistics = _statistics(directory, path, data)
 
     dino, patch = _tower(shards, DINO, str(timm_ids[0]), sizes[0], path)
     siglip, siglip_patch = _tower(shards, SIGLIP, str(timm_ids[1]), sizes[0], path)
@@ -277,7 +225,29 @@ def _parse_config(directory: Path, shards: Shards, tokenizer: PreTrainedTokenize
         )
     except ValueError as e:
         raise OpenVLAError(f"{path}: inconsistent OpenVLA config: {e}") from e
-    return OpenVLAConfig(model, statistics)
+    return OpenVLAConfig(model, statistics, read_image_normalization(directory, OpenVLAError), statistics_file)
+
+
+def _statistics(directory: Path, config_path: Path, data: dict) -> tuple[Path, dict[str, ActionStats]]:
+    """dataset_statistics.json when the folder has one, else config.json's norm_stats."""
+    path = directory / DATASET_STATISTICS
+    if path.is_file():
+        stats_json, where = _read_json(path), str(path)
+        if not isinstance(stats_json, dict):
+            raise OpenVLAError(f"{path}: expected an object mapping dataset keys to statistics")
+    else:
+        path, stats_json = config_path, _field(data, "norm_stats", dict, config_path)
+        where = f"{config_path} norm_stats"
+    if not stats_json:
+        raise OpenVLAError(f"{where} is empty; actions cannot be un-normalised without statistics")
+    try:
+        statistics = {key: ActionStats.from_json(entry, f"{where}[{key!r}]") for key, entry in stats_json.items()}
+    except ValueError as e:
+        raise OpenVLAError(str(e)) from e
+    # OpenVLA's LIBERO evaluation falls back from "<suite>" to "<suite>_no_noops" (its fine-tuning keys).
+    for key in [k for k in statistics if k.endswith("_no_noops")]:
+        statistics.setdefault(key.removesuffix("_no_noops"), statistics[key])
+    return path, statistics
 
 
 # --- tensor mapping ------------------------------------------------------------------------------
@@ -312,7 +282,8 @@ def _tower_rules(shards: Shards, cfg: ViTConfig, dino: bool) -> dict[str, Rule]:
             rules[f"{emb}register_tokens"] = Rule((f"{src}reg_token",))
         rules[f"{emb}position_embeddings"] = Rule(
             (f"{src}pos_embed",), lambda ts: torch.cat([ts[0].new_zeros(1, 1, ts[0].shape[-1]), ts[0]], dim=1))
-        rules[f"{emb}mask_token"] = Rule((), lambda ts: torch.zeros(1, cfg.hidden_size))
+        # masked pretraining only: zero, in the checkpoint's dtype (the CLS token's)
+        rules[f"{emb}mask_token"] = Rule((f"{src}cls_token",), lambda ts: ts[0].new_zeros(1, cfg.hidden_size))
         layer, attn, out, norms, scale = "encoder.layer", "attention", "attention.o_proj", ("norm1", "norm2"), True
     else:
         dst = SIGLIP
@@ -347,10 +318,9 @@ def mapping_rules(shards: Shards, model_keys: list[str], cfg: LaMPConfig) -> dic
     return rules
 
 
-def openvla_state_dict(shards: Shards, cfg: LaMPConfig, expected: dict[str, tuple[int, ...]],
-                       dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The action-expert tensors under lamp-bench's names, strictly: `expected` maps each model key
-    (vision backbone, projector, LLM) to its shape."""
+def checked_rules(shards: Shards, cfg: LaMPConfig, expected: dict[str, tuple[int, ...]]) -> dict[str, Rule]:
+    """The mapping for the model keys in `expected`, after checking by name (no tensor is read) that the
+    file has every tensor it needs and none it cannot place."""
     rules = mapping_rules(shards, list(expected), cfg)
     unknown = sorted(set(rules) - set(expected))
     if unknown:  # the mapping names model tensors that do not exist: lamp-bench's model changed
@@ -368,15 +338,26 @@ def openvla_state_dict(shards: Shards, cfg: LaMPConfig, expected: dict[str, tupl
         where = sorted({str(shards.files[k].name) for k in unexpected}) if unexpected else []
         raise OpenVLAError(f"{shards.paths()[0].parent}: the weights do not match the OpenVLA architecture of "
                            f"{CONFIG}: {'; '.join(problems)}" + (f" (unexpected ones are in {where})" if where else ""))
-    state = {}
-    for key, rule in rules.items():
+    return rules
+
+
+def mapped_tensors(shards: Shards, cfg: LaMPConfig, expected: dict[str, tuple[int, ...]]
+                   ) -> Iterator[tuple[str, torch.Tensor]]:
+    """The action-expert tensors under lamp-bench's names, one at a time, in the file's dtype, strictly:
+    `expected` maps each model key (vision backbone, projector, LLM) to its shape."""
+    for key, rule in checked_rules(shards, cfg, expected).items():
         tensor = rule.make([shards.get(s) for s in rule.sources])
         if tuple(tensor.shape) != tuple(expected[key]):
             source = rule.sources[0] if rule.sources else key
             raise OpenVLAError(f"{shards.files.get(source, '?')}: {source} has shape {shards.shape(source)}, which gives "
                                f"{tuple(tensor.shape)} for {key}; {CONFIG} implies {tuple(expected[key])}")
-        state[key] = tensor.to(dtype).contiguous()
-    return state
+        yield key, tensor
+
+
+def openvla_state_dict(shards: Shards, cfg: LaMPConfig, expected: dict[str, tuple[int, ...]],
+                       dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """`mapped_tensors` collected, cast to `dtype`."""
+    return {key: tensor.to(dtype).contiguous() for key, tensor in mapped_tensors(shards, cfg, expected)}
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -393,8 +374,21 @@ def _open(directory: str | Path) -> tuple[Path, Shards, PreTrainedTokenizerBase,
         tokenizer = load_tokenizer(directory)
     except Exception as e:  # tokenizers / sentencepiece raise their own types for bad files
         raise OpenVLAError(f"{directory}: cannot load the tokenizer: {e}") from e
-    shards = Shards(directory)
+    shards = Shards(directory, OpenVLAError)
     return directory, shards, tokenizer, _parse_config(directory, shards, tokenizer)
+
+
+def _expected_shapes(config: OpenVLAConfig) -> dict[str, tuple[int, ...]]:
+    """Every base tensor of the action expert the folder describes, by name (a meta-device build)."""
+    return {k: tuple(v.shape) for k, v in build_model(config.model, device="meta").base_state_dict().items()}
+
+
+def validate_openvla(directory: str | Path) -> LaMPConfig:
+    """Check an OpenVLA folder without reading its tensors' data (config, tokenizer, statistics,
+    preprocessor config, safetensors headers, every tensor name); returns the model's config."""
+    directory, shards, _, config = _open(directory)
+    checked_rules(shards, config.model, _expected_shapes(config))
+    return config.model
 
 
 def read_openvla_config(directory: str | Path) -> OpenVLAConfig:
@@ -416,6 +410,7 @@ def load_openvla(directory: str | Path, device: str | torch.device = "cpu") -> C
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:
         raise RuntimeError(f"parameters not loaded from {directory}: {left[:5]}")
+    model.vision_backbone.set_normalization(config.normalization)
     return Checkpoint(model.to(device).eval(), tokenizer, config.statistics, directory, hash_files(shards.paths()))
 
 
@@ -433,10 +428,24 @@ def load_openvla_weights(model: LaMP, directory: str | Path) -> None:
     expected = {k: tuple(v.shape) for k, v in base.items() if k.startswith(action_expert)}
     state = openvla_state_dict(shards, theirs, expected)
     model.load_base_state_dict({**base, **{k: v.to(base[k].dtype) for k, v in state.items()}})
+    model.vision_backbone.set_normalization(config.normalization)
 
 
-def convert_openvla(directory: str | Path, out: str | Path) -> Path:
+def convert_openvla(directory: str | Path, out: str | Path, max_shard_size: int | None = DEFAULT_SHARD_BYTES) -> Path:
     """Write an OpenVLA folder as a lamp-bench checkpoint (what `--checkpoint` and training's
-    init_checkpoint read)."""
-    ckpt = load_openvla(directory)
-    return save_checkpoint(ckpt.model, out, ckpt.tokenizer, ckpt.statistics)
+    init_checkpoint read): the tensors mapped one at a time and kept in the file's dtype (bf16 stays
+    bf16), in shards of at most `max_shard_size` bytes (None: one file). It is written into a temporary
+    sibling folder and renamed at the end, so an interrupted conversion leaves no half checkpoint."""
+    directory, shards, tokenizer, config = _open(directory)
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OpenVLAError(f"{out} already exists and is not an empty folder: choose a new folder for the checkpoint")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
+        staging = Path(work) / "checkpoint"
+        write_checkpoint(staging, config.model, mapped_tensors(shards, config.model, _expected_shapes(config)),
+                         tokenizer, config.statistics, config.normalization, max_shard_size)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    return out

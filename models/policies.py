@@ -16,6 +16,7 @@ normalised units (identity statistics).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,12 +26,15 @@ from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Policy, PolicyNeeds, Task, slot_indices
 from lamp_bench.harness.registry import register_policy
 from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats, proprio_features
-from lamp_bench.models.checkpoint import load_checkpoint
+from lamp_bench.models.checkpoint import load_checkpoint, validate_checkpoint
 from lamp_bench.models.config import LaMPConfig, preset as preset_config
 from lamp_bench.models.lamp import build_model, count_parameters
 from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
 
 CAMERA = "third_person"
+# A Task.dataset asking for actions in the model's normalised units (nothing un-normalised): profiling a
+# checkpoint without naming one of its datasets. Not a key any statistics file can hold (angle brackets).
+NORMALIZED_ACTIONS = "<normalized>"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,15 @@ VARIANTS = {v.name: v for v in [
     Variant("dav2", depth="dav2"),
     Variant("sim-depth", depth="sim", depth_override=True),
 ]}
+
+
+def check_checkpoint(policy: str, checkpoint: str | Path) -> None:
+    """Refuse, before anything starts, a checkpoint folder that policy `policy` cannot load or run: a
+    bad folder of either kind (lamp-bench's, or OpenVLA's HF layout), or one this variant contradicts.
+    Reads headers only. Policies outside the LaMP family check their own checkpoints."""
+    variant = VARIANTS.get(policy)
+    if variant is not None:
+        variant.config(validate_checkpoint(checkpoint), from_checkpoint=True)
 
 
 def identity_statistics() -> dict[str, ActionStats]:
@@ -194,6 +207,8 @@ class LaMPPolicy(Policy):
 
     # --- inputs -----------------------------------------------------------------------------
     def _statistics_for(self, task: Task) -> ActionStats:
+        if task.dataset == NORMALIZED_ACTIONS:
+            return identity_statistics()["untrained"]
         if task.dataset in self.statistics:
             return self.statistics[task.dataset]
         if len(self.statistics) == 1:

@@ -11,6 +11,10 @@ another, such as the bridges inside the LLM's prefill, is not counted twice), so
 step's total; "other" is the rest (tokenisation, batching, unnormalising). Each figure is the median
 over `repeats` steps, after `warmup` steps. The `no-motion` ablation of the same preset is measured
 in the same call, its steps interleaved with the policy's so that machine load affects both alike.
+
+Actions are un-normalised with the statistics of `dataset` (a key of the checkpoint's statistics) when
+one is named, else left in the model's normalised units: a checkpoint may hold many datasets' statistics
+(OpenVLA-7B about 27) and the step's cost does not depend on which.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.policies import CAMERA, LaMPPolicy
+from lamp_bench.models.policies import CAMERA, NORMALIZED_ACTIONS, LaMPPolicy
 
 BASELINE = "no-motion"
 COMPONENTS = ("vision", "depth", "lift", "flow_network", "cross_attention", "prefill", "decode")
@@ -126,6 +131,14 @@ def _synchronized_wall_clock(device: torch.device) -> Callable[[], float]:
     return clock
 
 
+def profiling_tasks(policy: LaMPPolicy, dataset: str | None, batch: int) -> list[Task]:
+    """`batch` tasks whose actions are un-normalised with `dataset`'s statistics (None: not at all)."""
+    if dataset is not None and dataset not in policy.statistics:
+        raise ConfigError(f"--dataset {dataset!r}: the policy has no statistics for it; it has "
+                          f"{sorted(policy.statistics)}")
+    return [Task("profile", 0, "profile", "profile", dataset=dataset or NORMALIZED_ACTIONS)] * batch
+
+
 def _medians(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(s[k] for s in samples), 3) for k in samples[0]}
 
@@ -139,18 +152,21 @@ def profile_policy(
     warmup: int = 2,
     device: str = "cpu",
     threads: int | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Median per-component latency (ms) of `name`'s policy step and its ratio to `no-motion`.
     Without a checkpoint the models are randomly initialised at the preset's size (depth
     estimators included), which times the same computation as trained weights. `threads` sets
-    torch's CPU threads (on a shared machine one thread is far steadier than several)."""
+    torch's CPU threads (on a shared machine one thread is far steadier than several). `dataset`: the
+    statistics key actions are un-normalised with (None: actions stay normalised)."""
     if threads is not None:
         torch.set_num_threads(threads)
     load_builtin_entries()
     names = [name] if name == BASELINE else [name, BASELINE]
-    policies = [POLICIES.build(n, checkpoint=checkpoint, preset=preset, device=device, random_depth=True)
-                for n in names]
-    tasks = [Task("profile", 0, "profile", "profile", dataset="")] * batch
+    build = lambda n: POLICIES.build(n, checkpoint=checkpoint, preset=preset, device=device, random_depth=True)
+    policies = [build(names[0])]
+    tasks = profiling_tasks(policies[0], dataset, batch)  # before the baseline loads the checkpoint again
+    policies += [build(n) for n in names[1:]]
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     single_thread = torch.get_num_threads() == 1 and torch.device(device).type == "cpu"
     clock = time.thread_time if single_thread else _synchronized_wall_clock(torch.device(device))
@@ -178,6 +194,7 @@ def profile_policy(
         "clock": "thread_cpu_time" if single_thread else "wall",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "checkpoint_hash": policies[0].checkpoint_hash,
+        "dataset": dataset,  # None: actions left in normalised units
         "parameters": description["parameters"],
         "euler_steps": description["euler_steps"],
         "depth_source": description["depth_source"],

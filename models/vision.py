@@ -3,8 +3,16 @@
 Module names follow the HF OpenVLA checkpoint (`vision_backbone.featurizer`,
 `vision_backbone.fused_featurizer`, `projector.fc1/fc2/fc3`); the towers are transformers models
 (timm cannot be installed here), so loading OpenVLA's timm-named weights needs a key mapping.
+
+Pixel normalisation per tower is data, not architecture: a checkpoint's `preprocessor_config.json`
+sets it (OpenVLA's processor applies `tvf_normalize_params`: ImageNet's mean/std rounded to bfloat16 for
+DINOv2, 0.5/0.5 for SigLIP; the checkpoint was trained with those values). Without one, the defaults
+below (exact ImageNet, SigLIP's 0.5) apply.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +24,50 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ImageNormalization:
+    """Per-channel (x - mean) / std of images in [0, 1], one pair per tower."""
+
+    dino_mean: tuple[float, float, float] = IMAGENET_MEAN
+    dino_std: tuple[float, float, float] = IMAGENET_STD
+    siglip_mean: tuple[float, float, float] = SIGLIP_MEAN
+    siglip_std: tuple[float, float, float] = SIGLIP_STD
+
+    @classmethod
+    def from_preprocessor_config(cls, data: Any) -> "ImageNormalization":
+        """From a preprocessor_config.json's content: OpenVLA's `tvf_normalize_params` (what its
+        processor applies), else its `means` / `stds` ([DINOv2, SigLIP] each). ValueError says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object, got {type(data).__name__}")
+        if "tvf_normalize_params" in data:
+            params = data["tvf_normalize_params"]
+            if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+                raise ValueError("tvf_normalize_params must be a list of {mean, std} objects")
+            means, stds, where = [p.get("mean") for p in params], [p.get("std") for p in params], "tvf_normalize_params"
+        elif "means" in data and "stds" in data:
+            means, stds, where = data["means"], data["stds"], "means/stds"
+        else:
+            raise ValueError("has neither tvf_normalize_params nor means and stds (one [DINOv2, SigLIP] pair each)")
+        if not isinstance(means, list) or not isinstance(stds, list) or len(means) != 2 or len(stds) != 2:
+            raise ValueError(f"{where}: expected two entries, [DINOv2, SigLIP] (the fused backbone's towers)")
+        (dino_mean, siglip_mean), (dino_std, siglip_std) = [[_channels(v, where) for v in pair] for pair in (means, stds)]
+        if min(dino_std + siglip_std) <= 0:
+            raise ValueError(f"{where}: every std must be positive, got {[dino_std, siglip_std]}")
+        return cls(dino_mean, dino_std, siglip_mean, siglip_std)
+
+    def to_preprocessor_config(self) -> dict[str, Any]:
+        """What lamp-bench writes into a checkpoint's preprocessor_config.json (read back above)."""
+        return {"image_processor_type": "lamp-bench", "means": [list(self.dino_mean), list(self.siglip_mean)],
+                "stds": [list(self.dino_std), list(self.siglip_std)]}
+
+
+def _channels(value: Any, where: str) -> tuple[float, float, float]:
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"{where}: expected three numbers per tower (RGB), got {value!r}")
+    return tuple(float(v) for v in value)
 
 
 def _dino(cfg: ViTConfig, vision: VisionConfig) -> Dinov2WithRegistersModel:
@@ -56,9 +108,15 @@ class VisionBackbone(nn.Module):
         self.featurizer = _dino(cfg.dino, cfg)
         self.fused_featurizer = _siglip(cfg.siglip, cfg)
         self.n_prefix = 1 + cfg.dino.num_register_tokens  # DINOv2's CLS + registers precede the patches
-        for name, value in [("dino_mean", IMAGENET_MEAN), ("dino_std", IMAGENET_STD),
-                            ("siglip_mean", SIGLIP_MEAN), ("siglip_std", SIGLIP_STD)]:
-            self.register_buffer(name, torch.tensor(value).view(1, 3, 1, 1), persistent=False)
+        self.set_normalization(ImageNormalization())
+
+    def set_normalization(self, normalization: ImageNormalization) -> None:
+        """The pixel statistics images are normalised with (not weights: kept out of the state dict)."""
+        self.normalization = normalization
+        device = self.dino_mean.device if hasattr(self, "dino_mean") else None
+        for name in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
+            value = torch.tensor(getattr(normalization, name), device=device).view(1, 3, 1, 1)
+            self.register_buffer(name, value, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) in [0, 1] -> patch features (B, Np, D_dino + D_siglip)."""

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
-from lamp_bench.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lamp_bench.models.checkpoint import (CheckpointError, checkpoint_kind, load_checkpoint, save_checkpoint,
+                                          validate_checkpoint)
 from lamp_bench.models.config import preset
 from lamp_bench.models.lamp import build_model
 from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
+from lamp_bench.models.vision import ImageNormalization
 
 STATS = {"libero_spatial": ActionStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]),
                                        GRIPPER_CANONICAL, np.full(PROPRIO_DIM, -0.2), np.full(PROPRIO_DIM, 1.2))}
@@ -44,11 +46,26 @@ def copy(saved, tmp_path) -> Path:
     return target
 
 
+def same_actions(model, other, tokenizer) -> bool:
+    """Both models predict the same action ids for one fixed random batch (motion pathway and proprio on)."""
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    points = torch.rand(2, cfg.vision.num_patches, 3, generator=g) + 0.5
+    x0 = 0.5 * torch.randn(2, cfg.vision.num_patches, 3, generator=g)
+    ins = ["put the bowl on the plate", "open the drawer"]
+    prompts = [prompt_ids(tokenizer, cfg.llm, i) for i in ins]
+    instr = [instruction_ids(tokenizer, i) for i in ins]
+    proprio = torch.rand(2, PROPRIO_DIM, generator=g) * 2 - 1
+    return torch.equal(model.predict_action_ids(images, prompts, instr, points, x0, 1, proprio)[0],
+                       other.predict_action_ids(images, prompts, instr, points, x0, 1, proprio)[0])
+
+
 def test_round_trip_gives_identical_actions(saved):
     path, model = saved
     assert sorted(p.name for p in path.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "config.json", "dataset_statistics.json",
-        "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "model.safetensors", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
     ]
     ckpt = load_checkpoint(path)
     assert ckpt.config == model.cfg and len(ckpt.sha256) == 64
@@ -137,3 +154,54 @@ def test_bad_statistics(saved, tmp_path):
     (folder / "dataset_statistics.json").write_text(json.dumps({"bridge": {"action": {"q01": [0.0] * 7}}}))
     with pytest.raises(CheckpointError, match=r"dataset_statistics\.json \[bridge\]: needs action\.q01, action\.q99"):
         load_checkpoint(folder)
+
+
+def test_sharded_checkpoint_loads_the_same_model(saved, tmp_path):
+    path, model = saved
+    total = sum(v.numel() * v.element_size() for v in model.base_state_dict().values())
+    sharded = save_checkpoint(model, tmp_path / "sharded", byte_level_tokenizer(), STATS, max_shard_size=total // 3)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
+    assert len(shards) >= 3 and not (sharded / "model.safetensors").exists()
+    assert shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert set(index["weight_map"].values()) == set(shards) and index["metadata"]["total_size"] == total
+    assert validate_checkpoint(sharded) == model.cfg and checkpoint_kind(sharded) == "lamp"
+    ckpt = load_checkpoint(sharded)
+    own = ckpt.model.base_state_dict()
+    assert all(torch.equal(own[k], v) for k, v in load_checkpoint(path).model.base_state_dict().items())
+    assert same_actions(model, ckpt.model, ckpt.tokenizer)
+    (sharded / shards[1]).unlink()
+    with pytest.raises(CheckpointError, match=rf"index\.json lists shard files that are not in .*{shards[1]}"):
+        validate_checkpoint(sharded)
+
+
+def test_image_normalization_is_read_from_preprocessor_config(saved, tmp_path):
+    folder = copy(saved, tmp_path / "normalization")
+    assert load_checkpoint(folder).model.vision_backbone.normalization == ImageNormalization()
+    rounded = ImageNormalization(dino_mean=(0.484375, 0.455078125, 0.40625), dino_std=(0.228515625, 0.2236328125, 0.224609375))
+    (folder / "preprocessor_config.json").write_text(json.dumps(rounded.to_preprocessor_config()))
+    backbone = load_checkpoint(folder).model.vision_backbone
+    assert backbone.normalization == rounded
+    assert torch.equal(backbone.dino_mean.flatten(), torch.tensor(rounded.dino_mean))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"means": [[0.5, 0.5, 0.5]], "stds": [[0.5] * 3]}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json: means/stds: expected two entries"):
+        validate_checkpoint(folder)
+    (folder / "preprocessor_config.json").unlink()  # older checkpoints: the defaults
+    assert load_checkpoint(folder).model.vision_backbone.normalization == ImageNormalization()
+
+
+def test_validation_reads_headers_only_and_finds_what_loading_would(saved, tmp_path):
+    assert validate_checkpoint(saved[0]) == saved[1].cfg
+    folder = copy(saved, tmp_path / "shapes")
+    config = json.loads((folder / "config.json").read_text())
+    config["motion"]["hidden_size"] = 64
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not match config\.json: shape mismatches"):
+        validate_checkpoint(folder)
+    folder = copy(saved, tmp_path / "adapter")
+    (folder / "adapter_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"has no adapter_model\.safetensors"):
+        validate_checkpoint(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(CheckpointError, match=r"model_type is 'llama', not 'lamp' .* or 'openvla'"):
+        validate_checkpoint(folder)

@@ -1,11 +1,14 @@
 """OpenVLA HF checkpoints: a tiny folder in exactly openvla/openvla-7b's layout (timm-named towers, two
-bf16 shards + index, OpenVLA's config fields, a Llama-style tokenizer) loads strictly, every tensor
-lands where timm's computation puts it, it runs as the `openvla` policy, and each kind of bad folder
-fails with an error naming the file and the problem."""
+bf16 shards + index, OpenVLA's config fields, its processor's preprocessor_config.json, a Llama-style
+tokenizer) loads strictly, every tensor lands where timm's computation puts it, it runs as the `openvla`
+policy through the CLI as it is or converted (bf16 kept, sharded), dataset_statistics.json overrides
+norm_stats, and each kind of bad folder fails with an error naming the file and the problem."""
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +19,14 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from lamp_bench.harness.cli import app
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.checkpoint import load_checkpoint
+from lamp_bench.models.action_tokenizer import ActionStats
+from lamp_bench.models.checkpoint import checkpoint_kind, load_checkpoint, validate_checkpoint
 from lamp_bench.models.openvla_hf import (
     OpenVLAError,
     convert_openvla,
@@ -27,6 +35,9 @@ from lamp_bench.models.openvla_hf import (
     read_openvla_config,
 )
 from lamp_bench.models.text_tokenizer import prompt_ids
+from lamp_bench.models.vision import ImageNormalization
+
+runner = CliRunner()
 
 IMAGE, PATCH, GRID = 56, 14, 4
 DINO = {"width": 32, "depth": 3, "mlp": 128, "registers": 4}
@@ -36,6 +47,16 @@ LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num
        "max_position_embeddings": 256, "vocab_size": 384, "pad_token_id": 320}
 PAD_TO = 64
 TEXT_VOCAB = LLM["vocab_size"] - PAD_TO  # 320; the last 256 ids are the action bins
+# OpenVLA's processor: ImageNet's mean/std rounded to bfloat16 for DINOv2 (what it applies), SigLIP's 0.5
+DINO_MEAN, DINO_STD = [0.484375, 0.455078125, 0.40625], [0.228515625, 0.2236328125, 0.224609375]
+PREPROCESSOR = {
+    "image_processor_type": "PrismaticImageProcessor", "auto_map": {"AutoImageProcessor": "processing_prismatic.X"},
+    "input_sizes": [[3, IMAGE, IMAGE]] * 2, "interpolations": ["bicubic", "bicubic"],
+    "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]], "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
+    "tvf_normalize_params": [{"inplace": False, "mean": DINO_MEAN, "std": DINO_STD},
+                             {"inplace": False, "mean": [0.5] * 3, "std": [0.5] * 3}],
+    "use_fused_vision_backbone": True,
+}
 STATS = {"action": {"q01": [-0.5] * 6 + [0.0], "q99": [0.5] * 6 + [1.0], "mask": [True] * 6 + [False],
                     "mean": [0.0] * 7, "std": [1.0] * 7}, "proprio": {"mean": [0.0] * 7}, "num_transitions": 10}
 
@@ -119,6 +140,7 @@ def write_openvla(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
         "vision_backbone_id": "dinosiglip-vit-so-224px",
         "norm_stats": {"bridge_orig": STATS, "libero_spatial_no_noops": STATS},
     }))
+    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
     llama_tokenizer().save_pretrained(str(folder))
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     tokenizer_config["tokenizer_class"] = "LlamaTokenizer"  # as openvla-7b's
@@ -351,6 +373,169 @@ def test_pickled_weights_are_refused(copy):
     for shard in copy.glob("model*.safetensors*"):
         shard.unlink()
     (copy / "pytorch_model.bin").write_bytes(b"not loaded")
-    with pytest.raises(OpenVLAError, match=r"neither model\.safetensors\.index\.json nor model\.safetensors "
-                                           r"\(only \['pytorch_model\.bin'\]: pickled weights are never loaded\)"):
+    with pytest.raises(OpenVLAError, match=r"has no model\.safetensors \(nor a sharded model\.safetensors\.index\.json\); "
+                                           r"only \['pytorch_model\.bin'\]: pickled weights are never loaded"):
         load_openvla(copy)
+
+
+# --- the folder's own statistics and image normalisation ------------------------------------------
+
+
+def test_preprocessor_config_sets_the_image_normalisation(openvla, loaded, copy):
+    _, t = openvla
+    backbone = loaded.model.vision_backbone
+    assert backbone.normalization == ImageNormalization(tuple(DINO_MEAN), tuple(DINO_STD), (0.5,) * 3, (0.5,) * 3)
+    images = torch.rand(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(4))
+    mean, std = torch.tensor(DINO_MEAN).view(1, 3, 1, 1), torch.tensor(DINO_STD).view(1, 3, 1, 1)
+    reference = torch.cat([
+        timm_features(t, "vision_backbone.featurizer.", (images - mean) / std, DINO["depth"], DINO["registers"], True),
+        timm_features(t, "vision_backbone.fused_featurizer.", (images - 0.5) / 0.5, SIGLIP["depth"], 0, False),
+    ], dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(backbone(images), reference, atol=1e-4)  # what the processor would have fed
+    (copy / "preprocessor_config.json").write_text(json.dumps({"means": [[0.4] * 3, [0.6] * 3], "stds": [[0.2] * 3, [0.3] * 3]}))
+    assert read_openvla_config(copy).normalization == ImageNormalization((0.4,) * 3, (0.2,) * 3, (0.6,) * 3, (0.3,) * 3)
+    (copy / "preprocessor_config.json").write_text(json.dumps({"tvf_normalize_params": [{"mean": [0.5] * 3, "std": [0.5] * 3}]}))
+    with pytest.raises(OpenVLAError, match=r"preprocessor_config\.json: tvf_normalize_params: expected two entries"):
+        read_openvla_config(copy)
+    (copy / "preprocessor_config.json").unlink()
+    assert read_openvla_config(copy).normalization == ImageNormalization()  # exact ImageNet, SigLIP's 0.5
+
+
+FINE_TUNED = {"action": {"q01": [-0.1] * 6 + [0.0], "q99": [0.2] * 6 + [1.0], "mask": [True] * 6 + [False]},
+              "proprio": {"mean": [0.0] * 8}, "num_transitions": 5, "num_trajectories": 1}
+
+
+def test_dataset_statistics_json_takes_precedence_over_norm_stats(loaded, copy):
+    (copy / "dataset_statistics.json").write_text(json.dumps({"libero_object_no_noops": FINE_TUNED}))
+    config = read_openvla_config(copy)
+    assert config.statistics_file == copy / "dataset_statistics.json"
+    assert set(config.statistics) == {"libero_object_no_noops", "libero_object"}  # config.json's keys are gone
+    assert np.array_equal(config.statistics["libero_object"].q99, FINE_TUNED["action"]["q99"])
+    load_builtin_entries()
+    policy = POLICIES.build("openvla", checkpoint=str(copy))
+    policy.reset([Task("libero_object", 0, "t", "pick up the soup", dataset="libero_object")], [0])
+    image = np.random.default_rng(1).integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8)
+    action = policy.act([Observation("pick up the soup", images={"third_person": image})])
+    with torch.no_grad():
+        images = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        ids, _ = loaded.model.predict_action_ids(images, [prompt_ids(loaded.tokenizer, loaded.config.llm, "pick up the soup")])
+    expected = ActionStats.from_json(FINE_TUNED, "test").to_canonical(loaded.model.action_tokenizer.decode(ids))
+    assert np.array_equal(action, expected)
+    (copy / "dataset_statistics.json").write_text(json.dumps({"bridge_orig": {"action": {"q01": [0.0]}}}))
+    with pytest.raises(OpenVLAError, match=r"dataset_statistics\.json\['bridge_orig'\]: needs action\.q01, action\.q99"):
+        read_openvla_config(copy)
+
+
+# --- through the command line: convert, profile, run ---------------------------------------------
+
+
+def test_validation_accepts_the_hf_folder_as_it_is(openvla, loaded):
+    assert checkpoint_kind(openvla[0]) == "openvla"
+    assert validate_checkpoint(openvla[0]) == loaded.config
+
+
+def test_convert_keeps_bf16_and_shards_and_gives_the_same_actions(openvla, loaded, tmp_path):
+    out = tmp_path / "converted"
+    result = runner.invoke(app, ["convert", str(openvla[0]), str(out), "--max-shard-size", "100KB"])
+    assert result.exit_code == 0, result.output
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
+    assert not (out / "model.safetensors").exists() and not list(tmp_path.glob(".converted.*"))  # no staging left
+    for name in files:
+        with safe_open(str(out / name), framework="pt") as f:
+            slices = [f.get_slice(k) for k in f.keys()]
+            assert {s.get_dtype() for s in slices} == {"BF16"}  # the source dtype, not float32
+            sizes = [2 * int(np.prod(s.get_shape())) for s in slices]
+            assert sum(sizes) <= 100_000 or len(sizes) == 1
+    assert index["metadata"]["total_size"] == sum(2 * v.numel() for v in loaded.model.base_state_dict().values())
+    assert validate_checkpoint(out) == loaded.config and checkpoint_kind(out) == "lamp"
+    converted = load_checkpoint(out)
+    theirs = converted.model.base_state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in loaded.model.base_state_dict().items())
+    assert converted.statistics.keys() == loaded.statistics.keys()
+    assert converted.model.vision_backbone.normalization == loaded.model.vision_backbone.normalization
+    load_builtin_entries()
+    tasks = [Task("libero_spatial", 0, "t", "open the drawer", dataset="libero_spatial")] * 2
+    images = np.random.default_rng(2).integers(0, 256, (2, IMAGE, IMAGE, 3), dtype=np.uint8)
+    observations = [Observation("open the drawer", images={"third_person": im}) for im in images]
+    actions = []
+    for folder in (openvla[0], out):
+        policy = POLICIES.build("openvla", checkpoint=str(folder))
+        policy.reset(tasks, [0, 1])
+        actions.append(policy.act(observations))
+    assert np.array_equal(actions[0], actions[1])
+    again = runner.invoke(app, ["convert", str(openvla[0]), str(out)])
+    assert again.exit_code == 2 and "already exists and is not an empty folder" in again.output
+    bad = runner.invoke(app, ["convert", str(openvla[0]), str(tmp_path / "other"), "--max-shard-size", "5XB"])
+    assert bad.exit_code == 2 and "--max-shard-size '5XB'" in bad.output
+    lamp = runner.invoke(app, ["convert", str(out), str(tmp_path / "again")])  # already lamp-bench's
+    assert lamp.exit_code == 2 and "model_type is 'lamp', not 'openvla'" in lamp.output
+
+
+def test_profile_cli_takes_the_hf_folder_with_many_statistics_keys(openvla, loaded, tmp_path):
+    assert len(loaded.statistics) > 1  # what made `profile` exit 2 before --dataset
+    args = ["profile", "--policy", "openvla", "--checkpoint", str(openvla[0]), "--repeats", "1", "--out", str(tmp_path)]
+    saved = tmp_path / "profile" / "openvla-small-b1.json"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    profile = json.loads(saved.read_text())
+    assert profile["dataset"] is None and profile["checkpoint_hash"] == loaded.sha256
+    assert profile["parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert profile["total_ms"] > 0 and profile["components_ms"]["vision"] > 0
+    result = runner.invoke(app, args + ["--dataset", "bridge_orig"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(saved.read_text())["dataset"] == "bridge_orig"
+    result = runner.invoke(app, args + ["--dataset", "bridge"])
+    assert result.exit_code == 2 and "--dataset 'bridge': the policy has no statistics for it" in result.output
+    result = runner.invoke(app, ["profile", "--policy", "lamp", "--checkpoint", str(openvla[0])])
+    assert result.exit_code == 2 and "needs a motion expert, but this checkpoint has none" in result.output
+
+
+CLI = [sys.executable, "-m", "lamp_bench.harness.cli"]
+
+
+def test_run_refuses_a_bad_folder_before_the_progress_bar(copy, libero_assets, tmp_path):
+    (copy / "model-00002-of-00002.safetensors").unlink()
+    out = tmp_path / "runs"
+    result = subprocess.run([*CLI, "run", "--suite", "libero_spatial", "--policy", "openvla", "--checkpoint", str(copy),
+                             "--tasks", "0", "--episodes-per-task", "1", "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lists shard files that are not in" in errors[0]
+    assert "Traceback" not in result.stderr and "0/1" not in result.stderr and "episodes," not in result.stderr
+    assert not out.exists()  # nothing started
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_run_cli_evaluates_the_hf_folder_on_libero(openvla, loaded, libero_assets, tmp_path):
+    from lamp_bench.results.store import EpisodeStore
+
+    out = tmp_path / "runs"
+    result = subprocess.run([*CLI, "run", "--suite", "libero_spatial", "--policy", "openvla", "--checkpoint",
+                             str(openvla[0]), "--tasks", "0", "--episodes-per-task", "2", "--envs-per-worker", "2",
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    records = EpisodeStore(out).records()
+    assert sorted(r["init_index"] for r in records) == [0, 1]
+    assert all(r["status"] in ("success", "failure") and r["steps"] > 0 for r in records)  # ran, no errors
+    assert {r["checkpoint_hash"] for r in records} == {loaded.sha256}
+
+
+def test_sweep_files_take_the_hf_folder_and_refuse_a_bad_one_at_load(openvla, copy, tmp_path):
+    from lamp_bench.harness.sweep import SweepError, load_sweep
+
+    sweep = tmp_path / "sweep.toml"
+    text = ('[sweep]\nname = "hf"\n[policies.openvla]\ncheckpoint = "{}"\n[suites.libero_spatial]\ntasks = [0]\n'
+            '[tables.t]\npolicies = ["openvla"]\nsuites = ["libero_spatial"]\n')
+    sweep.write_text(text.format(openvla[0]))
+    (cell,) = load_sweep(sweep).cells()
+    assert cell.policy_kwargs["checkpoint"] == str(openvla[0].resolve())
+    (copy / "tokenizer.json").unlink()
+    (copy / "tokenizer.model").unlink(missing_ok=True)
+    sweep.write_text(text.format(copy))
+    with pytest.raises(SweepError, match=r"\[policies\.openvla\] checkpoint: .* has no tokenizer\.json or tokenizer\.model"):
+        load_sweep(sweep)
+    assert len(load_sweep(sweep, check_checkpoints=False).cells()) == 1  # listing skips the check

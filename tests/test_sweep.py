@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from checkpoints import paper_configs, write_checkpoints
 
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.sweep import (
@@ -18,13 +19,11 @@ from lamp_bench.harness.sweep import (
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
-CHECKPOINTS = ("lamp", "openvla", "ungated", "midas", "zoedepth")
 
 
 @pytest.fixture
 def ckpt_dir(tmp_path, monkeypatch):
-    for name in CHECKPOINTS:
-        (tmp_path / "ckpt" / name).mkdir(parents=True)
+    write_checkpoints(tmp_path / "ckpt", paper_configs())  # real folders: sweeps check them at load
     monkeypatch.setenv("CKPT_DIR", str(tmp_path / "ckpt"))
     return tmp_path / "ckpt"
 
