@@ -75,10 +75,12 @@ def build_report(
                 f"labels: {', '.join(labels) or 'none'}; suites: "
                 f"{', '.join(sorted(frame['suite'].unique())) if not frame.empty else 'none'}",
                 f"{len(profiles)} profile file(s)"] + ([trials.overview] if trials.records else [])
+    if "html" in chosen:  # the page shows each embedded video's last frame until it is played
+        clips = gallery.with_posters(clips, out_dir)
     report = render.Report(f"lamp-bench report: {results_dir.name}", results_dir.resolve(),
                            datetime.now(timezone.utc).isoformat(timespec="seconds"), overview, sections, drawn,
                            clips)
-    written = [path for pair in drawn.values() for path in pair]
+    written = [path for pair in drawn.values() for path in pair] + [out_dir / c.poster for c in clips if c.poster]
     for fmt in chosen:
         path = out_dir / f"report.{fmt}"
         if fmt == "md":

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import html
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 VIDEO_COLUMN = "info.video"
 PLAYABLE = (".mp4", ".webm")  # shown in <video>; anything else (the runner's GIF fallback) in <img>
 OUTCOMES = ("failure", "error", "success")  # display order inside a group: what went wrong first
 MAX_SHOWN = 24  # clips embedded per (label, suite, outcome); the rest are listed as links, so pages stay light
+POSTER_FOLDER = "posters"  # under the report folder: each shown video's last frame, its outcome at a glance
 
 
 @dataclass(frozen=True)
@@ -20,12 +22,13 @@ class Clip:
     label: str
     suite: str
     task_id: str
-    task_name: str
+    task_text: str  # the instruction (else the task's name)
     init_index: int
     seed: int
     outcome: str  # success | failure | error (an error counts as a failure in the tables)
     href: str  # relative to the report folder
     exists: bool  # the record names a file that is there
+    poster: str | None = None  # still shown before the video plays, relative to the report folder
 
     @property
     def playable(self) -> bool:
@@ -40,8 +43,15 @@ class Clip:
         return f"{self.label} / {self.suite} · {self.where} · {self.outcome}"
 
 
+def _task_text(row) -> str:
+    for key in ("instruction", "task_name"):
+        if isinstance(row.get(key), str) and row[key]:
+            return row[key] if key == "instruction" else row[key].replace("_", " ")
+    return f"task {row['task_id']}"
+
+
 def _outcome(row) -> str:
-    if row.get("status") == "error":
+    if row.get("status") in ("error", "policy_error", "env_error"):  # schema 1 said "error" for both
         return "error"
     return "success" if bool(row["success"]) else "failure"
 
@@ -55,7 +65,7 @@ def clips(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Clip]:
         path = Path(results_dir) / str(row[VIDEO_COLUMN])
         href = Path(os.path.relpath(path, out_dir)).as_posix()
         found.append(Clip(str(row["label"]), str(row["suite"]), str(row["task_id"]),
-                          str(row.get("task_name") or row["task_id"]), int(row["init_index"]), int(row["seed"]),
+                          _task_text(row), int(row["init_index"]), int(row["seed"]),
                           _outcome(row), href, path.is_file()))
 
     def order(clip: Clip):
@@ -70,6 +80,54 @@ def _groups(all_clips: list[Clip]) -> dict[tuple[str, str], list[Clip]]:
     for clip in all_clips:
         groups.setdefault((clip.label, clip.suite), []).append(clip)
     return groups
+
+
+def _shown_and_rest(group: list[Clip]) -> tuple[list[Clip], list[Clip]]:
+    """The clips a group embeds (failures first, at most MAX_SHOWN per outcome) and the ones it only lists."""
+    shown, rest = [], []
+    for outcome in OUTCOMES:
+        chosen = [c for c in group if c.outcome == outcome]
+        shown += chosen[:MAX_SHOWN]
+        rest += chosen[MAX_SHOWN:]
+    return shown, rest
+
+
+def _last_frame(video: Path) -> np.ndarray | None:
+    """The final frame (ffmpeg decodes only the last half second); None when the file cannot be read."""
+    import imageio_ffmpeg
+
+    try:
+        frames = imageio_ffmpeg.read_frames(str(video), input_params=["-sseof", "-0.5"])
+        meta = next(frames)
+        last = None
+        for last in frames:
+            pass
+    except (OSError, RuntimeError, StopIteration):
+        return None
+    if last is None:
+        return None
+    width, height = meta["size"]
+    return np.frombuffer(last, np.uint8).reshape(height, width, 3)
+
+
+def with_posters(all_clips: list[Clip], out_dir: Path) -> list[Clip]:
+    """Give each embedded video a poster (its last frame as JPEG under out_dir/posters/), written once."""
+    import imageio.v2 as imageio
+
+    embedded = {id(c) for group in _groups(all_clips).values() for c in _shown_and_rest(group)[0]}
+    out = []
+    for clip in all_clips:
+        if id(clip) in embedded and clip.exists and clip.playable:
+            video = (Path(out_dir) / clip.href).resolve()
+            poster = Path(out_dir) / POSTER_FOLDER / clip.label / clip.suite / f"{video.stem}.jpg"
+            frame = None if poster.is_file() and poster.stat().st_mtime >= video.stat().st_mtime else _last_frame(video)
+            if frame is not None:
+                poster.parent.mkdir(parents=True, exist_ok=True)
+                imageio.imwrite(poster, frame, quality=85)
+            if poster.is_file():
+                clip = replace(clip, poster=poster.relative_to(out_dir).as_posix())
+        out.append(clip)
+    return out
 
 
 def to_markdown(all_clips: list[Clip]) -> list[str]:
@@ -101,12 +159,13 @@ def _figure(clip: Clip) -> str:
     if not clip.exists:
         media = f'<p class="missing">video file missing: {src}</p>'
     elif clip.playable:
-        media = f'<video src="{src}" controls muted loop playsinline preload="metadata"></video>'
+        poster = f' poster="{html.escape(clip.poster)}"' if clip.poster else ""
+        media = f'<video src="{src}"{poster} controls muted loop playsinline preload="metadata"></video>'
     else:
         media = f'<img src="{src}" alt="{html.escape(clip.caption)}" loading="lazy">'
     return (f'<figure class="{clip.outcome}">{media}<figcaption><span class="outcome">{clip.outcome}</span> · '
             f"{html.escape(clip.label)} / {html.escape(clip.suite)} · {html.escape(clip.where)}"
-            f'<span class="task">{html.escape(clip.task_name)}</span></figcaption></figure>')
+            f'<span class="task">{html.escape(clip.task_text)}</span></figcaption></figure>')
 
 
 def to_html(all_clips: list[Clip]) -> list[str]:
@@ -120,11 +179,7 @@ def to_html(all_clips: list[Clip]) -> list[str]:
         counts = {o: sum(c.outcome == o for c in group) for o in OUTCOMES}
         summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
         out.append(f"<h3>{html.escape(label)} / {html.escape(suite)} ({summary})</h3>")
-        shown, rest = [], []
-        for outcome in OUTCOMES:
-            chosen = [c for c in group if c.outcome == outcome]
-            shown += chosen[:MAX_SHOWN]
-            rest += chosen[MAX_SHOWN:]
+        shown, rest = _shown_and_rest(group)
         out.append(f'<div class="gallery">{"".join(_figure(c) for c in shown)}</div>')
         if rest:
             out.append(f"<details><summary>{len(rest)} more clip(s)</summary><ul>"

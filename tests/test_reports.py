@@ -321,8 +321,17 @@ def test_gallery_captions_failures_and_successes(report):
     assert videos == ["../videos/lamp/libero_spatial/task1_init8_seed0_failure.mp4",
                       "../videos/lamp/libero_spatial/task0_init0_seed0_success.mp4"]
     assert '<img src="../videos/lamp/libero_goal/task1_init9_seed0_failure.gif"' in gallery  # the GIF fallback
+    # each video shows its last frame until played (the fixture's frames end at grey level 224)
+    posters = re.findall(r'<video src="[^"]+" poster="([^"]+)"', gallery)
+    assert posters == ["posters/lamp/libero_spatial/task1_init8_seed0_failure.jpg",
+                       "posters/lamp/libero_spatial/task0_init0_seed0_success.jpg"]
+    import imageio.v2 as imageio
+
+    still = imageio.imread(out / posters[0])
+    assert still.shape == (32, 48, 3) and abs(float(still.mean()) - 224) < 3
+    assert {out / p for p in posters} <= set(report[2])  # build_report lists the files it wrote
     captions = [re.sub("<[^>]+>", "", html.unescape(body.split("<figcaption>")[1])) for _, body in figures]
-    assert captions[1] == "failure · lamp / libero_spatial · task 1 · init 8 · seed 0libero_spatial_1"
+    assert captions[1] == "failure · lamp / libero_spatial · task 1 · init 8 · seed 0libero spatial 1"
     assert captions[0].startswith("error · lamp / libero_goal · task 1 · init 9 · seed 0")
     assert f"video file missing: ../{MISSING_VIDEO}" in gallery and MISSING_VIDEO not in "".join(videos)
     md = (out / "report.md").read_text()
