@@ -33,6 +33,7 @@ import numpy as np
 
 from lamp_bench.harness.registry import POLICIES, SUITES
 from lamp_bench.harness.runner import RunOptions, run_episodes
+from lamp_bench.harness.suite import SuiteSpec
 
 OUT = Path(__file__).resolve().parent / "results" / "batched_eval.json"
 TARGET_K2_SPEEDUP = 1.7
@@ -45,8 +46,8 @@ def episodes_per_hour(k: int, n_episodes: int) -> dict:
     per_task = max(1, n_episodes // 4)
     episodes = suite.episodes([0, 1, 2, 3], per_task, seed=0)[:n_episodes]
     start = time.perf_counter()
-    records = run_episodes(policy, suite, episodes, lambda r: None,
-                           options=RunOptions(envs_per_worker=k, suite_name="libero_spatial"))
+    records = run_episodes(policy, SuiteSpec("libero_spatial"), episodes, lambda r: None,
+                           options=RunOptions(envs_per_worker=k), built=suite)
     wall = time.perf_counter() - start
     steps = sum(r["steps"] for r in records)
     return {"k": k, "episodes": len(records), "successes": sum(r["success"] for r in records),

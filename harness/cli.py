@@ -89,6 +89,9 @@ def run(
         help="environments stepped in lockstep per worker, one batched policy call "
              "(default: 8 on a GPU node, else one per core of the worker, at most 4)"),
     record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
+    env_retries: int = typer.Option(2, "--env-retries", min=0,
+                                    help="retries of an episode whose environment crashed, hung or failed, each in "
+                                         "a fresh environment (left as env_error after that; a re-run retries it)"),
 ) -> None:
     """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
     from lamp_bench.harness.executors import (JobSpec, default_envs_per_worker, default_workers, run_inline,
@@ -106,9 +109,9 @@ def run(
     episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
     spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
                    policy_kwargs=policy_kwargs(checkpoint, preset, policy), suite_kwargs=suite_kwargs(assets),
-                   envs_per_worker=envs_per_worker, record_video=record_video)
+                   envs_per_worker=envs_per_worker, record_video=record_video, env_retries=env_retries)
     store = EpisodeStore(out)
-    keys = {(spec.run_label, e.suite, e.task_id, e.init_index, e.seed) for e in episodes}
+    keys = set(spec.keys())
     already = len(keys & store.done_keys(spec.run_label))
     console.print(f"{spec.run_label} on {suite}: {len(episodes)} episodes, {already} already in {out}")
     with _progress() as progress:
@@ -138,16 +141,21 @@ def _print_summary(results_dir: Path, labels: Optional[list[str]] = None, suites
         return
     frame = summary(records)
     table = Table(title=f"success in {results_dir}", title_justify="left",
-                  caption="† fewer than 10 episodes: read the interval, not the rate", caption_justify="left")
+                  caption="† fewer than 10 episodes: read the interval, not the rate; errors = policy errors (counted "
+                          "as failures); ‡ incomplete: env errors (the simulator's, in no rate) are unresolved: "
+                          "re-run the same command to retry them", caption_justify="left")
     for column, justify in (("policy", "left"), ("suite", "left"), ("task", "left"), ("n", "right"),
-                            ("success %", "right"), ("95% interval", "right"), ("errors", "right")):
+                            ("success %", "right"), ("95% interval", "right"), ("errors", "right"),
+                            ("env errors", "right")):
         table.add_column(column, justify=justify, overflow="ellipsis", no_wrap=column == "task")
     for row in frame.to_dict("records"):
         task = "all" if row["task_id"] == "all" else f"{row['task_id']}: {str(row['task_name'])[:40]}"
-        note = "†" if row.get("flag") else ""
-        table.add_row(str(row["label"]), str(row["suite"]), task, str(row["episodes"]), f"{row['success_%']:.1f}{note}",
-                      f"{row['ci95_low_%']:.1f}-{row['ci95_high_%']:.1f}", str(row["errors"]),
-                      style="bold" if row["task_id"] == "all" else None)
+        note = ("†" if row.get("flag") else "") + ("‡" if row["incomplete"] else "")
+        scored = row["episodes"] > 0
+        table.add_row(str(row["label"]), str(row["suite"]), task, str(row["episodes"]),
+                      f"{row['success_%']:.1f}{note}" if scored else f"–{note}",
+                      f"{row['ci95_low_%']:.1f}-{row['ci95_high_%']:.1f}" if scored else "–", str(row["errors"]),
+                      str(row["env_errors"]), style="bold" if row["task_id"] == "all" else None)
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -182,6 +190,9 @@ def sweep(
     array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", min=1),
     setup: list[str] = typer.Option([], "--setup", help="shell line run before each job (repeatable)"),
     max_retries: int = typer.Option(2, "--max-retries", min=0, help="resubmissions of a job that died"),
+    env_retries: int = typer.Option(2, "--env-retries", min=0,
+                                    help="retries of an episode whose environment crashed, hung or failed, each in "
+                                         "a fresh environment (left as env_error after that; a re-run retries it)"),
 ) -> None:
     """Run a sweep (policies x suites x settings) as jobs; resumable and preemption-safe."""
     from lamp_bench.harness.executors import SlurmOptions
@@ -191,6 +202,8 @@ def sweep(
     if envs_per_worker is not None:
         for job in plan.jobs:
             job.spec.envs_per_worker = envs_per_worker
+    for job in plan.jobs:
+        job.spec.env_retries = env_retries
     slurm = SlurmOptions(partition=partition, gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem=mem,
                          time=time_limit, qos=qos, account=account, constraint=constraint,
                          array_parallelism=array_parallelism, setup=list(setup), max_retries=max_retries)
@@ -216,13 +229,13 @@ def _print_status(out: Path) -> None:
     from lamp_bench.harness.sweep import sweep_status
 
     table = Table(title=f"sweep cells in {out}", title_justify="left")
-    for column in ("policy", "suite", "done", "running", "failed", "pending", "success %"):
+    for column in ("policy", "suite", "done", "running", "failed", "env errors", "pending", "success %"):
         table.add_column(column, justify="left" if column in ("policy", "suite") else "right")
     cells = sweep_status(out)
     for cell in cells:
         rate = f"{100 * cell.successes / cell.done:.1f}" if cell.done else "–"
         table.add_row(cell.label, cell.suite, f"{cell.done}/{cell.total}", str(cell.running), str(cell.failed),
-                      str(cell.pending), rate)
+                      str(cell.env_errors), str(cell.pending), rate + ("‡" if cell.env_errors else ""))
     Console(width=max(100, Console().width)).print(table)
     for cell in cells:
         for error in cell.errors[:3]:

@@ -11,17 +11,20 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import submitit
 
 from lamp_bench.harness.config import ConfigError
-from lamp_bench.harness.registry import POLICIES, SUITES, load_builtin_entries
+from lamp_bench.harness.registry import POLICIES, load_builtin_entries
 from lamp_bench.harness.runner import RunOptions, run_episodes
-from lamp_bench.harness.suite import Episode
-from lamp_bench.results.store import EpisodeStore, episode_key
+from lamp_bench.harness.suite import Episode, SuiteSpec
+from lamp_bench.results.record import ENV_ERROR, POLICY_ERROR, EpisodeKey, protocol_id
+from lamp_bench.results.store import EpisodeStore
+
+DEFAULT_ENV_RETRIES = 2
 
 
 @dataclass
@@ -38,10 +41,39 @@ class JobSpec:
     envs_per_worker: int = 1
     record_video: int = 0
     env_timeout_s: float = 300.0
+    env_retries: int = DEFAULT_ENV_RETRIES
 
     @property
     def run_label(self) -> str:
         return self.label or self.policy
+
+    @property
+    def suite_spec(self) -> SuiteSpec:
+        return SuiteSpec(self.suite, dict(self.suite_kwargs))
+
+    def keys(self, episodes: Sequence[Episode] | None = None) -> list[EpisodeKey]:
+        return [EpisodeKey.of(self.run_label, e) for e in (self.episodes if episodes is None else episodes)]
+
+    def unfinished(self, done: set[EpisodeKey]) -> list[Episode]:
+        """The job's episodes the store (its `done_keys`) does not hold yet."""
+        return [e for e in self.episodes if EpisodeKey.of(self.run_label, e) not in done]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (bookkeeping files): episodes as [task_id, init_index, seed] triples."""
+        data = asdict(self)
+        data["episodes"] = [[e.task_id, e.init_index, e.seed] for e in self.episodes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "JobSpec":
+        """The inverse of `to_dict`; keys JobSpec does not have (bookkeeping) are ignored."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values.update(overrides)
+        values["episodes"] = [e if isinstance(e, Episode) else Episode(values["suite"], *e)
+                              for e in values["episodes"]]
+        values["policy_kwargs"] = dict(values.get("policy_kwargs", {}))
+        values["suite_kwargs"] = dict(values.get("suite_kwargs", {}))
+        return cls(**values)
 
 
 @dataclass
@@ -49,15 +81,36 @@ class JobOutcome:
     ran: int = 0
     skipped: int = 0
     successes: int = 0
-    errors: int = 0
+    policy_errors: int = 0
+    env_errors: int = 0  # after their retries; a resumed run tries them again
     stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job that raised: which one, and its error's last line."""
+
+    job_id: str
+    label: str
+    suite: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} ({self.label} on {self.suite}): {self.error}"
+
+
+class JobsFailed(RuntimeError):
+    """Worker jobs raised; the episodes they finished are in the store."""
+
+    def __init__(self, failures: Sequence[JobFailure]):
+        self.failures = list(failures)
+        super().__init__("worker jobs failed (episodes they finished are kept):\n"
+                         + "\n".join(map(str, self.failures)))
 
 
 def pending_episodes(spec: JobSpec, store: EpisodeStore | None = None) -> list[Episode]:
     store = store or EpisodeStore(spec.results_dir)
-    done = store.done_keys(spec.run_label)
-    return [e for e in spec.episodes
-            if episode_key(spec.run_label, e.suite, e.task_id, e.init_index, e.seed) not in done]
+    return spec.unfinished(store.done_keys(spec.run_label))
 
 
 def check_label_identity(store: EpisodeStore, label: str, checkpoint_hash: str | None) -> None:
@@ -70,35 +123,51 @@ def check_label_identity(store: EpisodeStore, label: str, checkpoint_hash: str |
         )
 
 
+def check_label_protocol(store: EpisodeStore, label: str, suite: str, protocol: str) -> None:
+    """One label = one protocol per suite: episodes run under other conditions (max steps, cameras,
+    asset pack, ...) never mix into the same numbers."""
+    others = store.protocols(label, suite) - {protocol}
+    if others:
+        names = ", ".join("none (written before protocol ids)" if p is None else str(p) for p in sorted(others, key=str))
+        raise ConfigError(
+            f"{store.root} already holds episodes of {label!r} on {suite} run under another protocol ({names}; "
+            f"this run: {protocol}): the suite's conditions changed; use another --label or --out"
+        )
+
+
 def run_job(spec: JobSpec, should_stop: Callable[[], bool] = lambda: False,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> JobOutcome:
-    """Build the policy and suite once, run the chunk's unfinished episodes, append their records."""
+    """Build the policy and suite once, run the chunk's unfinished episodes, append their records.
+
+    Raises ConfigError, writing no record, when the configuration is bad (checked before any episode runs,
+    or raised by the policy or suite while starting one)."""
     load_builtin_entries()
     store = EpisodeStore(spec.results_dir)
     todo = pending_episodes(spec, store)
     outcome = JobOutcome(skipped=len(spec.episodes) - len(todo))
     if not todo:
         return outcome
+    suite = spec.suite_spec.build()
+    check_label_protocol(store, spec.run_label, spec.suite, protocol_id(suite.protocol_fields()))
     policy = POLICIES.build(spec.policy, **spec.policy_kwargs)
     writer = store.writer()
     try:
         check_label_identity(store, spec.run_label, policy.describe().get("checkpoint_hash"))
-        suite = SUITES.build(spec.suite, **spec.suite_kwargs)
-        options = RunOptions(
-            envs_per_worker=spec.envs_per_worker, env_timeout_s=spec.env_timeout_s,
-            record_video=spec.record_video, results_dir=Path(spec.results_dir),
-            suite_name=spec.suite, suite_kwargs=spec.suite_kwargs,
-        )
+        options = RunOptions(envs_per_worker=spec.envs_per_worker, env_timeout_s=spec.env_timeout_s,
+                             env_retries=spec.env_retries, record_video=spec.record_video,
+                             results_dir=Path(spec.results_dir))
 
         def record(r: dict[str, Any]) -> None:
             writer.append(r)
             outcome.ran += 1
             outcome.successes += r["success"]
-            outcome.errors += r["status"] == "error"
+            outcome.policy_errors += r["status"] == POLICY_ERROR
+            outcome.env_errors += r["status"] == ENV_ERROR
             if on_record:
                 on_record(r)
 
-        run_episodes(policy, suite, todo, record, label=spec.run_label, options=options, should_stop=should_stop)
+        run_episodes(policy, spec.suite_spec, todo, record, label=spec.run_label, options=options,
+                     should_stop=should_stop, built=suite)
         outcome.stopped_early = outcome.ran < len(todo)
     finally:
         writer.close()
@@ -110,11 +179,36 @@ def split_into_jobs(spec: JobSpec, n_jobs: int) -> list[JobSpec]:
     """Round-robin so every job gets a similar mix of tasks (episode lengths differ by task)."""
     n_jobs = max(1, min(n_jobs, len(spec.episodes)))
     chunks = [spec.episodes[i::n_jobs] for i in range(n_jobs)]
-    return [JobSpec(**{**spec.__dict__, "episodes": chunk}) for chunk in chunks if chunk]
+    return [replace(spec, episodes=chunk) for chunk in chunks if chunk]
 
 
 def run_inline(jobs: Sequence[JobSpec], on_record: Callable[[dict[str, Any]], None] | None = None) -> list[JobOutcome]:
     return [run_job(job, on_record=on_record) for job in jobs]
+
+
+@dataclass
+class WorkerResult:
+    """What a local worker hands back: the job's outcome, or the error it raised, by kind."""
+
+    outcome: JobOutcome | None = None
+    config_error: str | None = None  # bad configuration: the run stops
+    error: str | None = None  # "<ExceptionType>: <message>" of any other exception
+
+
+class CatchingWorker:
+    """Wraps a job function for worker processes, so that an exception comes back typed (WorkerResult)
+    where submitit would hand back only a traceback string."""
+
+    def __init__(self, job_fn: Callable[..., JobOutcome]):
+        self.job_fn = job_fn
+
+    def __call__(self, spec: JobSpec, *args: Any, **kwargs: Any) -> WorkerResult:
+        try:
+            return WorkerResult(outcome=self.job_fn(spec, *args, **kwargs))
+        except ConfigError as error:
+            return WorkerResult(config_error=str(error))
+        except Exception as error:
+            return WorkerResult(error=f"{type(error).__name__}: {error}")
 
 
 def run_local(jobs: Sequence[JobSpec], workers: int, log_dir: Path,
@@ -122,37 +216,49 @@ def run_local(jobs: Sequence[JobSpec], workers: int, log_dir: Path,
               job_fn: Callable[..., JobOutcome] = run_job) -> list[JobOutcome]:
     """Each job in its own worker process (submitit LocalExecutor), at most `workers` at once.
 
-    A job that raised is reported through `job.exception()` (submitit reports it as FINISHED)."""
-    import submitit
-
+    Raises ConfigError at once (other jobs cancelled) when a job reports bad configuration, and
+    JobsFailed with one JobFailure per job that raised or whose worker died."""
     executor = submitit.LocalExecutor(folder=str(log_dir))
     executor.update_parameters(timeout_min=60 * 24 * 7)
+    wrapped = CatchingWorker(job_fn)
     queue = list(jobs)
-    running: list[tuple[int, Any]] = []
+    running: list[tuple[int, JobSpec, Any]] = []
     outcomes: list[JobOutcome | None] = [None] * len(queue)
-    failures: list[str] = []
+    failures: list[JobFailure] = []
     next_index = 0
     while queue or running:
         while queue and len(running) < max(1, workers):
-            running.append((next_index, executor.submit(job_fn, queue.pop(0))))
+            spec = queue.pop(0)
+            running.append((next_index, spec, executor.submit(wrapped, spec)))
             next_index += 1
         time.sleep(poll_s)
         if on_progress:
             on_progress()
         still = []
-        for index, job in running:
+        for index, spec, job in running:
             if not job.done():
-                still.append((index, job))
+                still.append((index, spec, job))
                 continue
-            error = job.exception()
-            if error is not None:
-                failures.append(f"job {job.job_id}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}")
-            else:
-                outcomes[index] = job.result()
+            died = job.exception()  # the worker process itself failed (killed, out of memory)
+            result: WorkerResult = WorkerResult(error=_last_line(died)) if died is not None else job.result()
+            if result.config_error is not None:
+                for _, _, other in running:
+                    if other is not job and not other.done():
+                        other.cancel(check=False)
+                raise ConfigError(result.config_error)
+            if result.error is not None:
+                failures.append(JobFailure(str(job.job_id), spec.run_label, spec.suite, result.error))
+                continue
+            outcomes[index] = result.outcome
         running = still
     if failures:
-        raise RuntimeError("worker jobs failed (episodes they finished are kept):\n" + "\n".join(failures))
+        raise JobsFailed(failures)
     return [o for o in outcomes if o is not None]
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def default_workers() -> int:
@@ -360,7 +466,7 @@ class SlurmRunner:
             states = slurm_states([r.job_id for r in active])
             still: list[SlurmRun] = []
             retry: dict[int, list[JobSpec]] = {}
-            done: set[tuple] | None = None  # the store, read once per poll and only when a job ended
+            done: set[EpisodeKey] | None = None  # the store, read once per poll and only when a job ended
             for run in active:
                 verdict = self._check(run, states)
                 if verdict == "running":
@@ -371,8 +477,7 @@ class SlurmRunner:
                     self.on_end(run, "failed", verdict)
                     continue
                 done = EpisodeStore(run.spec.results_dir).done_keys() if done is None else done
-                remaining = [e for e in run.spec.episodes
-                             if episode_key(run.spec.run_label, e.suite, e.task_id, e.init_index, e.seed) not in done]
+                remaining = run.spec.unfinished(done)
                 if not remaining:
                     self.on_end(run, "finished", None)
                     continue
@@ -382,7 +487,7 @@ class SlurmRunner:
                 reason = f"job {run.job_id} ended ({state}) with {len(remaining)} episodes unfinished"
                 if run.attempt < self.options.max_retries:
                     self.on_end(run, "died", reason)
-                    retry.setdefault(run.attempt + 1, []).append(JobSpec(**{**run.spec.__dict__, "episodes": remaining}))
+                    retry.setdefault(run.attempt + 1, []).append(replace(run.spec, episodes=remaining))
                 else:
                     message = f"{reason}; gave up after {run.attempt + 1} attempts{self._log_tail(run)}"
                     failures.append(f"{run.spec.run_label} on {run.spec.suite}: {message}")
@@ -400,8 +505,7 @@ class SlurmRunner:
             error = run.job.exception()
             if error is None:
                 return "finished"
-            lines = [line for line in str(error).strip().splitlines() if line.strip()]
-            return lines[-1] if lines else type(error).__name__
+            return _last_line(error)
         state = None if states is None else states.get(run.job_id)
         if states is None or state in LIVE_SLURM_STATES:
             run.gone_since = None  # also while squeue cannot be asked: never resubmit blind

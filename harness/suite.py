@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, PolicyNeeds, Task
 
 
@@ -33,6 +34,21 @@ class StepResult:
     success: bool  # the suite's success predicate at this step
     done: bool = False  # the suite ends the episode (success or its own terminal condition)
     info: dict[str, Any] = field(default_factory=dict)  # suite metrics recorded with the episode
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """How to build a suite: registry name and keyword arguments. Picklable, so the runner builds the
+    suite from the same spec in this process and in every environment process (one source of truth)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def build(self) -> "Suite":
+        from lamp_bench.harness.registry import SUITES, load_builtin_entries
+
+        load_builtin_entries()
+        return SUITES.build(self.name, **self.kwargs)
 
 
 class SuiteEnv(ABC):
@@ -78,10 +94,16 @@ class Suite(ABC):
         """Asset pack identity, simulator versions and backend, recorded with every episode."""
         return {}
 
+    def protocol_fields(self) -> dict[str, Any]:
+        """Everything that defines an episode's conditions (max steps, settle steps, render size, cameras,
+        asset pack identity, perturbation code version, ...): the records' `protocol` id is its hash, and
+        resume refuses to mix two protocols under one label. Suites with protocol constants extend this."""
+        return {"suite": self.name}
+
     def task(self, task_id: int) -> Task:
         tasks = self.tasks()
         if not 0 <= task_id < len(tasks):
-            raise ValueError(f"suite {self.name!r} has tasks 0..{len(tasks) - 1}; got task id {task_id}")
+            raise ConfigError(f"suite {self.name!r} has tasks 0..{len(tasks) - 1}; got task id {task_id}")
         return tasks[task_id]
 
     def default_episodes_per_task(self) -> int:
@@ -100,7 +122,7 @@ class Suite(ABC):
         for task in tasks:
             available = self.num_init_states(task)
             if n > available:
-                raise ValueError(
+                raise ConfigError(
                     f"task {task.task_id} of {self.name!r} has {available} initial states; "
                     f"asked for {n} episodes per task (use --episodes-per-task <= {available})"
                 )

@@ -69,9 +69,12 @@ def build_report(
     # figures belong to the pages that show them; a csv/tex-only run skips the costly drawing
     drawn = figures.render_figures(sections, out_dir / "figures") if {"md", "html"} & set(chosen) else {}
     errors = int(frame["error"].sum()) if not frame.empty else 0
+    env_errors = int(frame["env_error"].sum()) if not frame.empty else 0
     overview = [f"results directory: {results_dir.resolve()}",
                 f"{episodes:,} episodes (deduplicated) from {len(store.shards())} shard(s); "
-                f"{errors:,} ended in an error and count as failures",
+                f"{errors:,} ended in an error and count as failures"
+                + (f"; {env_errors:,} ended in an environment error, are in no rate and mark their cells "
+                   "incomplete (‡; re-run to retry them)" if env_errors else ""),
                 f"labels: {', '.join(labels) or 'none'}; suites: "
                 f"{', '.join(sorted(frame['suite'].unique())) if not frame.empty else 'none'}",
                 f"{len(profiles)} profile file(s)"] + ([trials.overview] if trials.records else [])

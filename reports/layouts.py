@@ -160,6 +160,12 @@ def _quality_notes(table_rows: list[Row], columns: list[str]) -> list[str]:
         if errors:
             notes.append(f"{row.name}: {errors} episode(s) ended in an error and count as failures "
                          "(reasons in the records' failure_reason)")
+        incomplete = [c for c, cell in zip(columns, row.cells) if isinstance(cell, Cell) and cell.incomplete]
+        if incomplete:
+            env_errors = max(cell.env_errors for cell in row.cells if isinstance(cell, Cell))
+            notes.append(f"‡ {row.name}: incomplete: {env_errors} episode(s) ended in an environment error (the "
+                         f"simulator, not the policy) and are left out of {', '.join(incomplete)}; re-run the "
+                         "same command to retry them")
     return notes
 
 

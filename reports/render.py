@@ -36,10 +36,12 @@ def cell_text(value: Any, column: str = "") -> str:
     if value is None:
         return "–"
     if isinstance(value, Cell):
+        incomplete = "‡" if value.incomplete else ""  # unresolved env errors: never a silent score
         if value.estimate is None:
-            return "–"
+            return f"incomplete{incomplete}" if value.incomplete else "–"
         e = value.estimate
-        return f"{100 * e.rate:.1f} [{100 * e.low:.1f}, {100 * e.high:.1f}] n={e.n}" + ("†" if value.flagged else "")
+        return (f"{100 * e.rate:.1f} [{100 * e.low:.1f}, {100 * e.high:.1f}] n={e.n}" + ("†" if value.flagged else "")
+                + incomplete)
     if isinstance(value, Delta):
         return f"{value.value:+.{value.digits}f}{value.suffix}" + ("" if value.inside else " (outside CI)")
     if isinstance(value, Difference):
@@ -56,7 +58,7 @@ def cell_text(value: Any, column: str = "") -> str:
 # --- CSV ---------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ("section", "table", "row", "kind", "label", "column", "value", "ci_low", "ci_high", "episodes",
-              "successes", "strata", "flagged", "errors", "p_value", "paired", "n_pairs", "significant", "note", "text")
+              "successes", "strata", "flagged", "errors", "env_errors", "incomplete", "p_value", "paired", "n_pairs", "significant", "note", "text")
 
 
 def _csv_record(section: Section, table: Table, row, column: str, value: Any) -> dict[str, Any]:
@@ -68,7 +70,8 @@ def _csv_record(section: Section, table: Table, row, column: str, value: Any) ->
             out.update(value=100 * e.rate, ci_low=100 * e.low, ci_high=100 * e.high, episodes=e.n,
                        successes=value.successes if value.successes is not None else "", strata=value.strata,
                        flagged=value.flagged)
-        out.update(errors=value.errors, note=value.missing or "")
+        out.update(errors=value.errors, env_errors=value.env_errors, incomplete=value.incomplete,
+                   note=value.missing or "")
     elif isinstance(value, Delta):
         out.update(value=value.value, note="" if value.inside else "published value outside the measured 95% CI")
     elif isinstance(value, Difference):

@@ -3,14 +3,16 @@
 A *cell* is the success of one row (a method: records selected by label, ...) in one column (episodes
 selected by suite, category, task, ...). A plain column pools its episodes (one Wilson interval); an
 *averaged* column is the mean of per-stratum rates with equal weights (the paper's "Average" over
-suites or tasks), with the variance-combination interval of `stats.weighted_rate`. An episode that
-ended in error counts as a failure (its reason is in the record) and is counted in `Cell.errors`.
+suites or tasks), with the variance-combination interval of `stats.weighted_rate`. Outcomes are those of
+results.record: a policy error counts as a failure and is counted in `Cell.errors`; an environment error
+is never a failure: it is left out of every rate and counted in `Cell.env_errors`, and a cell that has
+any is `incomplete` (re-run to retry them).
 """
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lamp_bench.results import stats
+from lamp_bench.results.record import ENV_ERROR, LEGACY_ERROR, POLICY_ERROR
 from lamp_bench.results.store import EpisodeStore
 
 MIN_EPISODES = 10  # a rate over fewer episodes (in any stratum of an average) is flagged as unreliable
@@ -34,7 +37,8 @@ def episode_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["success"] = frame["success"].astype(bool)
-    frame["error"] = frame["status"].eq("error")
+    frame["error"] = frame["status"].isin([POLICY_ERROR, LEGACY_ERROR])  # the policy's fault: a failure
+    frame["env_error"] = frame["status"].eq(ENV_ERROR)  # the simulator's fault: in no rate
     for column in frame.columns:
         if column in CATEGORICAL or column.startswith("info.") and pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].astype("category")
@@ -76,6 +80,12 @@ class Cell:
     strata: int = 1
     flagged: bool = False  # fewer than MIN_EPISODES episodes (in some stratum)
     missing: str | None = None  # why there is no number
+    env_errors: int = 0  # episodes left out: unresolved environment errors
+
+    @property
+    def incomplete(self) -> bool:
+        """Unresolved environment errors: the number covers only the episodes that have a result."""
+        return self.env_errors > 0
 
 
 def _outcomes(frame: pd.DataFrame, mask: np.ndarray, column: Column) -> pd.DataFrame:
@@ -83,12 +93,25 @@ def _outcomes(frame: pd.DataFrame, mask: np.ndarray, column: Column) -> pd.DataF
     if column.outcome not in frame.columns:
         return frame.iloc[:0]
     fields = list(dict.fromkeys([*PAIR_KEY, column.outcome, "error", *([column.strata] if column.strata else [])]))
-    sub = frame.loc[mask & select(frame, column.where), [f for f in fields if f in frame.columns]]
+    resolved = ~frame["env_error"].to_numpy() if "env_error" in frame.columns else True
+    sub = frame.loc[mask & select(frame, column.where) & resolved, [f for f in fields if f in frame.columns]]
     return sub[sub[column.outcome].notna()]
 
 
 def measure(frame: pd.DataFrame, row: Where, column: Column) -> Cell:
-    """The cell of the episodes selected by `row` and `column`."""
+    """The cell of the episodes selected by `row` and `column`, with their unresolved env errors."""
+    cell = _measure_resolved(frame, row, column)
+    if "env_error" not in frame.columns:
+        return cell
+    env_errors = int((select(frame, row) & select(frame, column.where) & frame["env_error"].to_numpy()).sum())
+    if not env_errors:
+        return cell
+    return replace(cell, env_errors=env_errors, missing="only environment errors" if cell.missing == "no episodes"
+                   else cell.missing)
+
+
+def _measure_resolved(frame: pd.DataFrame, row: Where, column: Column) -> Cell:
+    """The cell over the episodes that have a result (env errors left out)."""
     sub = _outcomes(frame, select(frame, row), column)
     if sub.empty:
         return Cell(missing="no episodes")
@@ -135,26 +158,32 @@ def compare(frame: pd.DataFrame, row_a: Where, row_b: Where, column: Column) -> 
 
 def summary(records: Iterable[Mapping[str, Any]], per_task: bool = True) -> pd.DataFrame:
     """Success per label and suite (task_id "all"), then per task, with episode counts and 95% Wilson
-    intervals in percent; `flag` marks fewer than MIN_EPISODES episodes."""
+    intervals in percent; `flag` marks fewer than MIN_EPISODES episodes. `episodes` counts those with a
+    result (policy errors, in `errors`, among them); `env_errors` are left out of the rate and make the
+    row `incomplete`."""
     frame = episode_frame(records)
-    columns = ["label", "suite", "task_id", "task_name", "episodes", "successes", "errors", "success_%",
-               "ci95_low_%", "ci95_high_%", "flag"]
+    columns = ["label", "suite", "task_id", "task_name", "episodes", "successes", "errors", "env_errors",
+               "success_%", "ci95_low_%", "ci95_high_%", "flag", "incomplete"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if "task_name" not in frame:
         frame["task_name"] = ""
-    counts = dict(episodes=("success", "size"), successes=("success", "sum"), errors=("error", "sum"),
-                  task_name=("task_name", "first"))
+    frame["_resolved"] = ~frame["env_error"]
+    counts = dict(episodes=("_resolved", "sum"), successes=("success", "sum"), errors=("error", "sum"),
+                  env_errors=("env_error", "sum"), task_name=("task_name", "first"))
     suites = frame.groupby(["label", "suite"], observed=True).agg(**counts).reset_index()
     parts = [suites.assign(task_id="all", task_name="", _order=0)]
     if per_task:
         tasks = frame.groupby(["label", "suite", "task_id"], observed=True).agg(**counts).reset_index()
         parts.append(tasks.assign(_order=tasks["task_id"] + 1))
     out = pd.concat(parts, ignore_index=True).sort_values(["label", "suite", "_order"], kind="stable")
-    low, high = stats.wilson_interval(out["successes"], out["episodes"])
-    out["success_%"] = (100 * out["successes"] / out["episodes"]).round(1)
+    low, high = stats.wilson_interval(out["successes"], out["episodes"].clip(lower=1))
+    scored = out["episodes"] > 0  # a row of env errors alone has no rate
+    low, high = np.where(scored, low, np.nan), np.where(scored, high, np.nan)
+    out["success_%"] = (100 * out["successes"] / out["episodes"].where(scored)).round(1)
     out["ci95_low_%"], out["ci95_high_%"] = (100 * low).round(1), (100 * high).round(1)
     out["flag"] = np.where(out["episodes"] < MIN_EPISODES, f"n<{MIN_EPISODES}", "")
+    out["incomplete"] = out["env_errors"] > 0
     out["task_id"] = out["task_id"].astype(str)
     return out[columns].reset_index(drop=True)
 

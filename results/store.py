@@ -7,13 +7,11 @@ Layout of a results directory:
 
 Why shards: many processes (Slurm array tasks on a shared network filesystem) write at once; each
 owns its shard, appends one complete line per episode with a single write + fsync, and nobody ever
-rewrites a file. A line torn by a kill is ignored on read. Readers dedupe by episode key (the
-earliest finished record wins), so a re-run or a requeued job can never duplicate an episode.
+rewrites a file. A line torn by a kill is ignored on read. Readers dedupe by episode key (a resolved
+record beats an environment error; among equals the earliest finished wins), so a re-run or a requeued
+job can never duplicate an episode, and an env error retried on resume is replaced by its result.
 
-A record (flat keys first, nested dicts after):
-    label, policy, suite, task_id, init_index, seed, task_name, instruction, status
-    ("success" | "failure" | "error"), success, steps, wall_time_s, failure_reason, checkpoint_hash,
-    finished_at (ISO UTC), policy_config {..}, info {suite metrics, task labels}, provenance {..}
+A record is `results.record.EpisodeRecord` as JSON (its fields, outcomes and key are defined there).
 """
 from __future__ import annotations
 
@@ -26,16 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-KEY_FIELDS = ("label", "suite", "task_id", "init_index", "seed")
-REQUIRED_FIELDS = KEY_FIELDS + ("policy", "success", "status", "steps")
-
-
-def record_key(record: dict[str, Any]) -> tuple:
-    return tuple(record[k] for k in KEY_FIELDS)
-
-
-def episode_key(label: str, suite: str, task_id: int, init_index: int, seed: int) -> tuple:
-    return (label, suite, task_id, init_index, seed)
+from lamp_bench.results.record import (  # noqa: F401  (record_key is re-exported: readers key records by it)
+    REQUIRED_FIELDS, EpisodeKey, EpisodeRecord, is_resolved, record_key,
+)
 
 
 class ShardWriter:
@@ -47,7 +38,9 @@ class ShardWriter:
         self.path = directory / name
         self._fd: int | None = None
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: EpisodeRecord | dict[str, Any]) -> None:
+        if isinstance(record, EpisodeRecord):
+            record = record.to_json()
         missing = [k for k in REQUIRED_FIELDS if k not in record]
         if missing:
             raise ValueError(f"episode record lacks {missing}")
@@ -61,6 +54,10 @@ class ShardWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _precedence(record: dict[str, Any]) -> tuple[bool, str]:
+    return (not is_resolved(record), record.get("finished_at") or "")
 
 
 def _json_default(obj: Any) -> Any:
@@ -113,21 +110,26 @@ class EpisodeStore:
                     yield record
 
     def records(self) -> list[dict[str, Any]]:
-        """Deduplicated by episode key; the earliest finished record of a key wins."""
+        """Deduplicated by episode key: a resolved record beats an env error, then the earliest finished wins."""
         best: dict[tuple, dict[str, Any]] = {}
         with _collector_paused():
             for record in self.iter_raw():
                 key = record_key(record)
                 kept = best.get(key)
-                if kept is None or record.get("finished_at", "") < kept.get("finished_at", ""):
+                if kept is None or _precedence(record) < _precedence(kept):
                     best[key] = record
         return list(best.values())
 
-    def done_keys(self, label: str | None = None) -> set[tuple]:
-        return {record_key(r) for r in self.iter_raw() if label is None or r["label"] == label}
+    def done_keys(self, label: str | None = None) -> set[EpisodeKey]:
+        """Keys of episodes that need not run again: every resolved record (env errors are retried)."""
+        return {record_key(r) for r in self.iter_raw() if (label is None or r["label"] == label) and is_resolved(r)}
 
     def checkpoint_hashes(self, label: str) -> set[str | None]:
         return {r.get("checkpoint_hash") for r in self.iter_raw() if r["label"] == label}
+
+    def protocols(self, label: str, suite: str) -> set[str | None]:
+        """Protocol ids of the label's records on a suite (None: a record from before protocol ids)."""
+        return {r.get("protocol") for r in self.iter_raw() if r["label"] == label and r["suite"] == suite}
 
     def dataframe(self, records: Iterable[dict[str, Any]] | None = None):
         """Flat pandas view: top-level fields plus `info.*` columns (task labels, suite metrics)."""

@@ -277,6 +277,11 @@ class LiberoSuite(Suite):
             "protocol": asdict(self.protocol),
         }
 
+    def protocol_fields(self) -> dict[str, Any]:
+        """The episode conditions records are keyed by (see Suite.protocol_fields)."""
+        return {"suite": self.name, **asdict(self.protocol), "cameras": CAMERAS,
+                "assets_identity": hash_tree_listing(str(self.assets))}
+
 
 # ---------------------------------------------------------------------------------------------- env
 

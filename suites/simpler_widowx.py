@@ -232,6 +232,13 @@ class SimplerWidowXSuite(Suite):
             "action_scale": {"position_m": POS_SCALE, "rotation_rad": ROT_SCALE},
         }
 
+    def protocol_fields(self) -> dict[str, Any]:
+        """The episode conditions records are keyed by (see Suite.protocol_fields)."""
+        return {"suite": SUITE, **asdict(self.protocol), "cameras": CAMERAS,
+                "max_steps": {t.env_id: t.max_steps for t in TASKS},
+                "action_scale": {"position_m": POS_SCALE, "rotation_rad": ROT_SCALE},
+                "assets_identity": hash_tree_listing(str(self.assets))}
+
 
 # ---------------------------------------------------------------------------------------------- env
 

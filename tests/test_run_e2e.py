@@ -12,6 +12,7 @@ import pytest
 
 from lamp_bench.harness.registry import POLICIES, SUITES, load_builtin_entries
 from lamp_bench.harness.runner import RunOptions, run_episodes
+from lamp_bench.harness.suite import SuiteSpec
 from lamp_bench.results.store import EpisodeStore, record_key
 
 pytestmark = pytest.mark.skipif(not os.environ.get("LAMP_BENCH_LIBERO_ASSETS"),
@@ -104,10 +105,8 @@ class RecordingPolicy:
 def run_and_record(policy_name, suite_kwargs, episodes, envs_per_worker, **policy_kwargs):
     load_builtin_entries()
     policy = RecordingPolicy(POLICIES.build(policy_name, **policy_kwargs))
-    suite = SUITES.build("libero_spatial", **suite_kwargs)
-    records = run_episodes(policy, suite, episodes, lambda r: None,
-                           options=RunOptions(envs_per_worker=envs_per_worker, suite_name="libero_spatial",
-                                              suite_kwargs=suite_kwargs))
+    records = run_episodes(policy, SuiteSpec("libero_spatial", suite_kwargs), episodes, lambda r: None,
+                           options=RunOptions(envs_per_worker=envs_per_worker))
     outcome = {(r["task_id"], r["init_index"]): (r["success"], r["steps"], r["status"]) for r in records}
     return outcome, policy
 

@@ -180,7 +180,7 @@ def test_usr2_finishes_the_running_episode_then_requeues(slurm_cluster, libero_a
     assert_exact(out, planned_keys(plan))
     [worker] = [json.loads(p.read_text()) for p in (out / "jobs" / "workers").glob("*.json")]
     assert worker["restarts"] == 1 and worker["outcome"] == {
-        "ran": 2, "skipped": 2, "successes": 0, "errors": 0, "stopped_early": False}
+        "ran": 2, "skipped": 2, "successes": 0, "policy_errors": 0, "env_errors": 0, "stopped_early": False}
 
 
 @pytest.mark.parametrize("options, slurm_says", [

@@ -82,7 +82,7 @@ suites = ["libero_spatial"]
     ("[sweep]\nchunk_size = '3'\n" + BASE, r"\[sweep\] chunk_size: expected int, got str '3'"),
     (BASE + "[policies.x]\npolicy = 'lamb'\n", r"\[policies.x\] policy: unknown policy 'lamb'. Did you mean 'lamp'\?"),
     (BASE + "[suites.s]\nsuite = 'libero_spatail'\n", r"\[suites.s\] suite: unknown suite 'libero_spatail'"),
-    (BASE + "[suites.s]\nsuite = 'libero_goal'\ntasks = 'one'\n", r"\[suites.s\] tasks: expected ids like"),
+    (BASE + "[suites.s]\nsuite = 'libero_goal'\ntasks = 'one'\n", r"\[suites.s\] tasks: tasks expects ids like"),
     (BASE + "[suites.s]\nsuite = 'libero_goal'\ntasks = [1, 1]\n", r"\[suites.s\] tasks: task ids must be distinct"),
     (BASE + "[suites.s]\nsuite = 'libero_goal'\nseed = 1\nseeds = [2]\n", r"\[suites.s\] seed: set either"),
     (BASE + "[suites.s]\nsuite = 'libero_goal'\nseeds = []\n", r"\[suites.s\] seeds: expected a non-empty list"),

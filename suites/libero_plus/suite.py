@@ -3,6 +3,7 @@ task's perturbation after every reset and corrupts the images of Sensor Noise ta
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -182,6 +183,17 @@ class LiberoPlusSuite(LiberoSuite):
                           "categories": list(self.categories), "tasks": len(self._tasks)},
         })
         return prov
+
+    def protocol_fields(self) -> dict[str, Any]:
+        """LIBERO's conditions plus the backend, the LIBERO-Plus task files, the perturbation code (the
+        source of this package, hashed) and the task selection (task ids index it)."""
+        code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))))
+        return {**super().protocol_fields(), "backend": self.backend,
+                "plus_assets_identity": hash_tree_listing(str(self.plus_assets)),
+                "perturbation_code": code.hexdigest()[:16] if self.backend != "official" else None,
+                "max_steps_by_source_suite": {s: MAX_STEPS[s] for s in SOURCE_SUITES},
+                "selection": {"per_category": self.per_category, "suites": list(self.suites),
+                              "categories": list(self.categories)}}
 
 
 def _names(value: Sequence[str] | str | None, known: Sequence[str], what: str) -> tuple[str, ...]:
