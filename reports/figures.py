@@ -119,11 +119,13 @@ def _latency(ax, table: Table) -> None:
 def _forest(ax, items: list[comparisons.Comparison]) -> None:
     """One line per comparison, grouped by table, top to bottom in report order; numbers on the right."""
     y, ticks, names, headers = 0.0, [], [], []
+    corrected = {(c.group, c.reference) for c in items if getattr(c.difference, "p_adjusted", None) is not None}
     last = None
     for item in items:
         if (item.group, item.reference) != last:
             y += 0.6 if last is not None else 0.0
-            headers.append((y, f"{item.group} (vs {item.reference})"))
+            holm = "; Holm-adjusted per column" if (item.group, item.reference) in corrected else ""
+            headers.append((y, f"{item.group} (vs {item.reference}{holm})"))
             y += 1.0
             last = (item.group, item.reference)
         d = item.difference
