@@ -20,11 +20,11 @@ import numpy as np
 
 from lamp_bench.harness.provenance import base_provenance
 from lamp_bench.reports import FORMATS, build_report
+from lamp_bench.results.paper import LIBERO_PLUS_CATEGORIES
 from lamp_bench.results.store import EpisodeStore
 
 TARGET_S = 10.0
-CATEGORIES = ("Objects Layout", "Camera Viewpoints", "Robot Initial States", "Language Instructions",
-              "Light Conditions", "Background Textures", "Sensor Noise")
+CATEGORIES = LIBERO_PLUS_CATEGORIES
 SIMPLER = ("PutSpoonOnTableClothInScene-v1", "PutCarrotOnPlateInScene-v1",
            "StackGreenCubeOnYellowCubeBakedTexInScene-v1", "PutEggplantInBasketScene-v1")
 LIBERO = {"libero_spatial": 0.85, "libero_object": 0.82, "libero_goal": 0.76, "libero_10": 0.5}

@@ -16,14 +16,12 @@ import pandas as pd
 
 from lamp_bench.results.aggregate import (MIN_EPISODES, PROFILE_COMPONENTS, Cell, Column, Profile, Provenance, compare,
                                          measure)
+from lamp_bench.results import paper
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 
-LIBERO_SUITES = {"libero_spatial": "Spatial", "libero_object": "Object", "libero_goal": "Goal", "libero_10": "Long"}
-PLUS_SUITE = "libero_plus"
-PLUS_CATEGORIES = ("Objects Layout", "Camera Viewpoints", "Robot Initial States", "Language Instructions",
-                   "Light Conditions", "Background Textures", "Sensor Noise")
-SIMPLER_SUITE = "simpler_widowx"
+LIBERO_SUITES, PLUS_SUITE, PLUS_CATEGORIES = paper.LIBERO_SUITES, paper.LIBERO_PLUS_SUITE, paper.LIBERO_PLUS_CATEGORIES
+SIMPLER_SUITE = paper.SIMPLER_SUITE
 SIMPLER_TASKS = (("spoon", ("spoon",)), ("carrot", ("carrot",)), ("cube (stack)", ("cube", "stack")),
                  ("eggplant", ("eggplant",)))
 SIMPLER_METRICS = (("success", "success"), ("info.partial_success", "grasp (partial success)"),
@@ -32,21 +30,12 @@ SIMPLER_METRICS = (("success", "success"), ("info.partial_success", "grasp (part
 POLICY_ORDER = ("openvla", "no-motion", "ungated", "steps-1", "steps-5", "steps-10", "midas", "zoedepth", "dav2",
                 "sim-depth", "lamp", "oracle", "noop")
 BASELINE_POLICIES = ("openvla", "no-motion")
-# (paper key, row name, policies that provide it, first match wins)
-ABLATIONS = (
-    ("ablation_steps", "Ablation: motion-expert Euler steps", "Euler steps", ("LIBERO Avg", "LIBERO-Plus"),
-     (("0", "0 (no motion prior)", ("no-motion",)), ("1", "1 (proposed)", ("steps-1", "lamp")),
-      ("5", "5", ("steps-5",)), ("10", "10", ("steps-10",))), "1"),
-    ("ablation_cross_attention", "Ablation: cross-attention", "Cross-attention", ("LIBERO Avg",),
-     (("none", "none (no motion prior)", ("no-motion",)), ("ungated", "without gate", ("ungated",)),
-      ("gated", "gated (proposed)", ("lamp",))), "gated"),
-    ("ablation_depth", "Ablation: depth model", "Depth model", ("LIBERO Avg",),
-     (("MiDaS", "MiDaS", ("midas",)), ("ZoeDepth", "ZoeDepth", ("zoedepth",)),
-      ("DAv2", "DepthAnything-V2 (proposed)", ("dav2", "lamp"))), "DAv2"),
-)
-ABLATION_ONLY = {"ablation_steps": {"no-motion", "steps-1", "steps-5", "steps-10"},
-                 "ablation_cross_attention": {"no-motion", "ungated"},
-                 "ablation_depth": {"midas", "zoedepth", "dav2"}}
+# The ablation tables are defined once, in results.paper (sweeps/paper.toml runs the same tables):
+# (paper key, title, stub, columns, levels as (paper key, row name, policies that provide it, first match
+# wins), proposed level)
+ABLATIONS = tuple((t.key, t.title, t.stub, t.columns, tuple((v.key, v.name, v.policies) for v in t.levels),
+                   t.proposed) for t in paper.ABLATIONS)
+ABLATION_ONLY = {t.key: paper.ablation_only(t) for t in paper.ABLATIONS}
 # suite provenance keys (suites record them under provenance["suite"]) that tables repeat in their notes
 PROVENANCE_NOTE_KEYS = re.compile(r"suite\.(assets|assets?_identity|comparable|\w*note\w*|\w*warning\w*|backend)")
 

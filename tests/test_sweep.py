@@ -36,7 +36,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_paper_sweep_holds_every_table_of_the_paper(ckpt_dir):
     sweep = load_sweep(SWEEPS / "paper.toml")
-    assert list(sweep.tables) == ["libero", "libero_plus", "simpler_widowx", "ablation_steps", "ablation_gating",
+    assert list(sweep.tables) == ["libero", "libero_plus", "simpler_widowx", "ablation_steps",
+                                  "ablation_cross_attention",
                                   "ablation_depth"]
     cells = {c.name: c for c in sweep.cells()}
     libero = ["libero_spatial", "libero_object", "libero_goal", "libero_10"]
@@ -47,12 +48,24 @@ def test_paper_sweep_holds_every_table_of_the_paper(ckpt_dir):
     for label in ("ungated", "midas", "zoedepth", "dav2"):
         assert all(f"{label}/{s}" in cells for s in libero)
     assert len(cells) == 48  # shared cells (lamp and no-motion on LIBERO) run once
-    assert cells["lamp/libero_spatial"].tables == ("libero", "ablation_gating")
+    assert cells["lamp/libero_spatial"].tables == ("libero", "ablation_cross_attention")
     assert cells["lamp/libero_spatial"].episodes_per_task == 50
     assert cells["lamp/libero_plus"].episodes_per_task == 1 and cells["lamp/libero_plus"].chunk_size == 500
     assert cells["steps-5/libero_goal"].policy_kwargs == {"device": "cuda", "checkpoint": str(ckpt_dir / "lamp")}
     assert cells["ungated/libero_10"].policy_kwargs["checkpoint"] == str(ckpt_dir / "ungated")
     assert {c.chunk_size for c in sweep.cells(chunk_size=7)} == {7}
+
+
+def test_paper_sweep_runs_the_tables_the_report_lays_out(ckpt_dir):
+    """One definition of the paper's tables (results.paper): the sweep's and the report's agree."""
+    from lamp_bench.reports.layouts import ABLATIONS
+    from lamp_bench.results.paper import PAPER_TABLES
+
+    sweep = load_sweep(SWEEPS / "paper.toml")
+    assert {k: (t.policies, t.suites, t.description) for k, t in sweep.tables.items()} == \
+           {k: (t.policies, t.suites, t.description) for k, t in PAPER_TABLES.items()}
+    assert [a[0] for a in ABLATIONS] == ["ablation_steps", "ablation_cross_attention", "ablation_depth"]
+    assert {a[0] for a in ABLATIONS} <= set(sweep.tables)
 
 
 def test_paper_sweep_needs_its_checkpoint_folder(monkeypatch):
@@ -100,6 +113,9 @@ suites = ["libero_spatial"]
     ("[tables]\nx = 1\n" + "", r"\[tables.x\]: must be a table"),
     ("policies = 3\n", r"\[top level\] policies: must be a table"),
     ("[sweep\n", r"not valid TOML"),
+    (BASE + "[tables.mine]\npaper = true\n", r"\[tables.mine\] paper: 'mine' is not a table of the paper"),
+    (BASE + "[tables.libero]\npaper = true\npolicies = ['noop']\n",
+     r"\[tables.libero\] policies: a paper table takes its policies and suites from lamp_bench.results.paper"),
     (BASE + "[tables.u]\npolicies = ['noop']\nsuites = ['libero_spatial']\nepisodes_per_task = 3\n",
      r"\[tables.u\] runs 'noop' on 'libero_spatial' with other episodes_per_task than \[tables.t\]"),
 ])

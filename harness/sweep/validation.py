@@ -12,6 +12,7 @@ from lamp_bench.harness.config import ConfigError, parse_ids, tomllib
 from lamp_bench.harness.registry import POLICIES, SUITES, Registry, UnknownNameError, load_builtin_entries
 from lamp_bench.harness.sweep.schema import (LABEL_PATTERN, PolicyEntry, Settings, SuiteEntry, Sweep, SweepError,
                                              TableEntry)
+from lamp_bench.results.paper import PAPER_TABLES
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -153,6 +154,19 @@ def _check_arguments(where: _Where, registry: Registry, name: str, kwargs: Mappi
                                                f"(it takes: {', '.join(accepted) or 'none'})")
 
 
+def _paper_table(where: _Where, name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """`paper = true`: the table's policies and suites are the paper's (lamp_bench.results.paper, where the
+    report's layouts read them too), so the sweep and the report cannot disagree."""
+    table = PAPER_TABLES.get(name)
+    if table is None:
+        raise where.error("paper", f"{name!r} is not a table of the paper; its tables: {', '.join(PAPER_TABLES)}")
+    for key in ("policies", "suites"):
+        if key in entry:
+            raise where.error(key, "a paper table takes its policies and suites from lamp_bench.results.paper; "
+                                   "remove this key, or drop `paper = true` to define the table here")
+    return {"description": table.description, **entry, "policies": list(table.policies), "suites": list(table.suites)}
+
+
 def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
     """Parse and validate a sweep file; every error names the file, table and key.
 
@@ -228,7 +242,10 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
         where = _Where(path, f"tables.{name}")
         if not isinstance(entry, dict):
             raise where.error(None, "must be a table")
-        where.check_keys(entry, ("description", "policies", "suites", "tasks", "episodes_per_task", "seeds", "seed"))
+        where.check_keys(entry, ("description", "paper", "policies", "suites", "tasks", "episodes_per_task", "seeds",
+                                 "seed"))
+        if where.get(entry, "paper", bool, False):
+            entry = _paper_table(where, name, entry)
         tables[name] = TableEntry(
             name, where.get(entry, "description", str, ""),
             _names(where, entry, "policies", policies, "policies"), _names(where, entry, "suites", suites, "suites"),

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from lamp_bench.harness import config
+from lamp_bench.results.paper import LIBERO_PLUS_CATEGORIES
 from lamp_bench.suites.libero import libero_package_dir
 from lamp_bench.suites.libero_plus.corruptions import NOISE_KINDS
 
 SUITE = "libero_plus"
 SOURCE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-CATEGORIES = ("Objects Layout", "Camera Viewpoints", "Robot Initial States", "Language Instructions",
-              "Light Conditions", "Background Textures", "Sensor Noise")
+CATEGORIES = LIBERO_PLUS_CATEGORIES  # defined once, with the paper's tables that report them
 BACKENDS = ("official", "lamp-bench")
 CLASSIFICATION = "task_classification.json"
 NAME = re.compile(
