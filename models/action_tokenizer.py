@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lamp_bench.harness.config import ConfigError
+
 
 class ActionTokenizer:
     def __init__(self, vocab_end: int, n_bins: int = 256):
@@ -81,16 +83,16 @@ class ActionStats:
             q99 = np.asarray(action["q99"], dtype=np.float64)
             mask = np.asarray(action.get("mask", np.ones_like(q01, dtype=bool)), dtype=bool)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{where}: needs action.q01, action.q99 (and optionally action.mask): {e}") from e
+            raise ConfigError(f"{where}: needs action.q01, action.q99 (and optionally action.mask): {e}") from e
         gripper = entry.get("gripper", GRIPPER_OPENVLA)
         if not (q01.shape == q99.shape == mask.shape) or q01.ndim != 1:
-            raise ValueError(f"{where}: q01 {q01.shape}, q99 {q99.shape}, mask {mask.shape} must be equal 1-D shapes")
+            raise ConfigError(f"{where}: q01 {q01.shape}, q99 {q99.shape}, mask {mask.shape} must be equal 1-D shapes")
         if gripper not in (GRIPPER_OPENVLA, GRIPPER_CANONICAL):
-            raise ValueError(f"{where}: gripper convention {gripper!r} is not {GRIPPER_OPENVLA!r} or {GRIPPER_CANONICAL!r}")
+            raise ConfigError(f"{where}: gripper convention {gripper!r} is not {GRIPPER_OPENVLA!r} or {GRIPPER_CANONICAL!r}")
         proprio = entry.get("proprio") or {}
         p01, p99 = (np.asarray(proprio[k], dtype=np.float64) if k in proprio else None for k in ("q01", "q99"))
         if (p01 is None) != (p99 is None) or (p01 is not None and (p01.shape != p99.shape or p01.ndim != 1)):
-            raise ValueError(f"{where}: proprio.q01 and proprio.q99 must both be given, as equal 1-D shapes")
+            raise ConfigError(f"{where}: proprio.q01 and proprio.q99 must both be given, as equal 1-D shapes")
         return cls(q01, q99, mask, gripper, p01, p99)
 
     def to_json(self) -> dict:
@@ -106,7 +108,7 @@ class ActionStats:
         """(..., PROPRIO_DIM) proprio_features -> [-1, 1] (float32)."""
         if self.proprio_q01 is None or self.proprio_q01.shape != (PROPRIO_DIM,):
             have = "none" if self.proprio_q01 is None else f"{self.proprio_q01.shape[0]} values"
-            raise ValueError(f"these statistics have no proprioception q01/q99 of {PROPRIO_DIM} values ({have}); "
+            raise ConfigError(f"these statistics have no proprioception q01/q99 of {PROPRIO_DIM} values ({have}); "
                              "a model with a proprioception token needs the statistics of the data it was trained on")
         return np.clip(_to_unit(features, self.proprio_q01, self.proprio_q99), -1.0, 1.0).astype(np.float32)
 

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamp_bench.harness.config import ConfigError
+
 MODEL_TYPE = "lamp"
 DEPTH_SOURCES = ("dav2", "midas", "zoedepth", "sim")
 
@@ -91,7 +93,7 @@ class DepthConfig:
 
     def __post_init__(self) -> None:
         if self.source not in DEPTH_SOURCES:
-            raise ValueError(f"depth source {self.source!r} is not one of {DEPTH_SOURCES}")
+            raise ConfigError(f"depth source {self.source!r} is not one of {DEPTH_SOURCES}")
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,15 @@ class LaMPConfig:
 
     def __post_init__(self) -> None:
         if (self.motion is None) != (self.bridge is None):
-            raise ValueError("motion and bridge configs come together (both or neither)")
+            raise ConfigError("motion and bridge configs come together (both or neither)")
         if self.bridge is not None:
             bad = [i for i in self.bridge.layers if not 0 <= i < self.llm.num_layers]
             if bad:
-                raise ValueError(f"bridge layers {bad} outside the LLM's 0..{self.llm.num_layers - 1}")
+                raise ConfigError(f"bridge layers {bad} outside the LLM's 0..{self.llm.num_layers - 1}")
         if self.vision.image_size % self.vision.patch_size:
-            raise ValueError("image_size must be a multiple of patch_size")
+            raise ConfigError("image_size must be a multiple of patch_size")
         if self.action.vocab_end > self.llm.vocab_size or self.action.vocab_end < self.action.n_bins:
-            raise ValueError(f"action vocab_end {self.action.vocab_end} does not fit vocab {self.llm.vocab_size}")
+            raise ConfigError(f"action vocab_end {self.action.vocab_end} does not fit vocab {self.llm.vocab_size}")
 
     def replace(self, **changes: Any) -> "LaMPConfig":
         return dataclasses.replace(self, **changes)
@@ -180,27 +182,27 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         return _build(inner, value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
         hints = typing.get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}")
+            raise ConfigError(f"{where}: unknown keys {unknown}")
         required = [f.name for f in dataclasses.fields(tp)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [n for n in required if n not in value]
         if missing:
-            raise ValueError(f"{where}: missing keys {missing}")
+            raise ConfigError(f"{where}: missing keys {missing}")
         return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         (inner, _) = typing.get_args(tp)
         return tuple(_build(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
 
@@ -271,5 +273,5 @@ PRESETS = {"tiny": _tiny, "small": _small, "openvla-7b": _openvla_7b}
 
 def preset(name: str) -> LaMPConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]()

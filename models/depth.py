@@ -236,9 +236,9 @@ def build_depth_estimator(
     if isinstance(source, DepthConfig):
         source, input_size = source.source, input_size or source.input_size
     if source == "sim":
-        raise ValueError("the 'sim' depth source has no network: use Observation.depth (resize_depth)")
+        raise ConfigError("the 'sim' depth source has no network: use Observation.depth (resize_depth)")
     if source not in SPECS:
-        raise ValueError(f"unknown depth source {source!r}; known: {', '.join(SPECS)} and 'sim'")
+        raise ConfigError(f"unknown depth source {source!r}; known: {', '.join(SPECS)} and 'sim'")
     size = input_size or DepthConfig().input_size
     spec = SPECS[source]
     if random_init:
@@ -285,7 +285,7 @@ def model_config(source: str, tiny: bool = False) -> PreTrainedConfig:
             neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, bottleneck_features=16, num_relative_features=8,
             bin_embedding_dim=16, bin_configurations=[{"n_bins": 8, "min_depth": 0.001, "max_depth": 10}],
         )
-    raise ValueError(f"unknown depth source {source!r}; known: {', '.join(SPECS)}")
+    raise ConfigError(f"unknown depth source {source!r}; known: {', '.join(SPECS)}")
 
 
 def _load_network(source: str, folder: Path) -> PreTrainedModel:
@@ -404,7 +404,7 @@ def calibrate_from_demos(
     for path in demo_files:
         info = inspect_demo_file(path)
         if not info.has_depth or "third_person" not in info.cameras:
-            raise ValueError(f"{path}: no third-person metric depth (lamp-bench's demos with depth are needed)")
+            raise ConfigError(f"{path}: no third-person metric depth (lamp-bench's demos with depth are needed)")
         reader = DemoReader(info)
         try:
             for d, steps in enumerate(info.lengths[:max_demos]):

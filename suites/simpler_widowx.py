@@ -249,12 +249,12 @@ class SimplerWidowXEnv(SuiteEnv):
     def __init__(self, suite: SimplerWidowXSuite, needs: PolicyNeeds):
         unknown = [role for role in needs.cameras if role not in CAMERAS]
         if unknown:
-            raise ValueError(
+            raise config.ConfigError(
                 f"SimplerEnv-WidowX has no camera role {unknown}; it has only {', '.join(CAMERAS)} "
                 f"(roles: {', '.join(CAMERA_ROLES)})"
             )
         if (needs.depth or needs.segmentation) and not needs.cameras:
-            raise ValueError("depth/segmentation need the third_person camera in PolicyNeeds.cameras")
+            raise config.ConfigError("depth/segmentation need the third_person camera in PolicyNeeds.cameras")
         self.suite = suite
         self.needs = needs
         self.obs_mode = (
@@ -277,9 +277,9 @@ class SimplerWidowXEnv(SuiteEnv):
 
     def reset(self, episode: Episode) -> Observation:
         if not 0 <= episode.task_id < len(TASKS):
-            raise ValueError(f"{SUITE} has tasks 0..{len(TASKS) - 1}; got task id {episode.task_id}")
+            raise config.ConfigError(f"{SUITE} has tasks 0..{len(TASKS) - 1}; got task id {episode.task_id}")
         if not 0 <= episode.init_index < self.suite.protocol.episodes_per_task:
-            raise ValueError(
+            raise config.ConfigError(
                 f"{SUITE} has object configurations 0..{self.suite.protocol.episodes_per_task - 1}; "
                 f"got init index {episode.init_index}"
             )
