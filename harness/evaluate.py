@@ -83,6 +83,9 @@ def evaluation_episodes(suite: Suite, tasks: Sequence[int] | str | None, episode
     if init_states is None:
         return suite.episodes(task_ids, episodes_per_task, seed)
     states = parse_ids(init_states, "init_states") if isinstance(init_states, str) else list(init_states)
+    if states is None:  # "all"
+        return suite.episodes(task_ids, None, seed) if episodes_per_task is None else \
+            suite.episodes(task_ids, episodes_per_task, seed)
     if not states:
         raise ConfigError("init_states is empty; give ids such as [10, 11] or a range such as \"10-19\"")
     if episodes_per_task is not None and episodes_per_task != len(states):

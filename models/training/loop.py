@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file
@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from lamp_bench.models.checkpoint import save_checkpoint
 from lamp_bench.models.training.config import TrainConfig, validate
 from lamp_bench.models.training.dataset import Collate
+from lamp_bench.models.training.lineage import write_lineage
 from lamp_bench.models.training.metrics import METRICS, Metrics, trim_after
 from lamp_bench.models.training.setup import Run, prepare
 from lamp_bench.models.training.state import mark_finished, read_state, save_state
@@ -61,8 +62,9 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), TextColumn("{task.fields[status]}"), disable=not enabled, transient=False)
 
 
-def train(config: TrainConfig) -> Path:
-    """Train (or resume, or do nothing if finished) and return the checkpoint folder."""
+def train(config: TrainConfig, on_step: Callable[[Run, str, int], None] | None = None) -> Path:
+    """Train (or resume, or do nothing if finished) and return the checkpoint folder. `on_step(run, stage,
+    step)` runs after every optimizer step (checkpoint selection evaluates intermediate weights there)."""
     out = Path(config.out)
     validate(config)
     resumed = read_state(out, config) if out.exists() else None
@@ -91,12 +93,13 @@ def train(config: TrainConfig) -> Path:
     try:
         for stage in run.stages[run.stages.index(start_stage):]:
             first = start_step if stage == start_stage else 0
-            _run_stage(run, stage, first, trainer_state if stage == start_stage else None, metrics)
+            _run_stage(run, stage, first, trainer_state if stage == start_stage else None, metrics, on_step)
             trainer_state = None
     finally:
         metrics.close()
     run.model.eval()
     save_checkpoint(run.model, out, run.tokenizer, run.statistics)
+    write_lineage(config, out)  # before the finished mark: a finished run always has its lineage
     mark_finished(out, config)
     return out
 
@@ -108,7 +111,8 @@ def _native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
-def _run_stage(run: Run, stage: str, first_step: int, trainer_state: dict[str, Any] | None, metrics: Metrics) -> None:
+def _run_stage(run: Run, stage: str, first_step: int, trainer_state: dict[str, Any] | None, metrics: Metrics,
+               on_step: Callable[[Run, str, int], None] | None = None) -> None:
     config, model, device = run.config, run.model, run.device
     total = getattr(config, f"stage{stage}_steps")
     groups = parameter_groups(run, stage)
@@ -172,6 +176,8 @@ def _run_stage(run: Run, stage: str, first_step: int, trainer_state: dict[str, A
             progress.update(bar, completed=done)
             if done % config.save_every == 0 and done < total:
                 save_state(Path(config.out), run, stage, done, optimizer)
+            if on_step is not None:
+                on_step(run, stage, done)
     if checkpointing:
         for part in (model.llm, model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer):
             part.activation_checkpointing_disable()
