@@ -362,7 +362,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_convert")
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

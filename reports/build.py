@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from lamp_bench.reports import comparisons, figures, gallery, layouts, real_world, render
+from lamp_bench.reports import comparisons, figures, gallery, layouts, lineage, real_world, render
 from lamp_bench.results.aggregate import episode_frame, load_profiles, provenance_summary
 from lamp_bench.results.store import EpisodeStore
 
@@ -53,6 +53,7 @@ def build_report(
     frame = episode_frame(records)
     provenance = provenance_summary(records)
     clips = gallery.clips(frame, results_dir, out_dir)
+    lineage_sections = lineage.build_sections(records)  # checkpoint -> training -> demonstrations
     del records  # the frame and the provenance hold what is needed; ~1e5 live dicts make every later GC pass slow
     labels = sorted(map(str, frame["label"].unique())) if not frame.empty else []
     if baseline is not None and baseline not in labels and baseline not in trials.labels:
@@ -64,6 +65,7 @@ def build_report(
         sections.insert(0, overview_plot)
     if episodes:
         sections.append(layouts.provenance_section(provenance))
+    sections += lineage_sections
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # figures belong to the pages that show them; a csv/tex-only run skips the costly drawing
