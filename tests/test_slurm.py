@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lamp_bench.harness.executors import SlurmError, SlurmOptions
+from lamp_bench.harness.slurm import SlurmError, SlurmOptions
 from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status
 from lamp_bench.results.store import EpisodeStore, record_key
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lamp_bench.harness.config import ConfigError
-from lamp_bench.harness.executors import (LIVE_SLURM_STATES, JobsFailed, SlurmError, SlurmOptions, SlurmRun,
-                                          SlurmRunner, default_workers, run_local, slurm_states)
+from lamp_bench.harness.executors import JobsFailed, default_workers, run_local
+from lamp_bench.harness.slurm import LIVE_SLURM_STATES, SlurmError, SlurmOptions, SlurmRun, SlurmRunner, slurm_states
 from lamp_bench.harness.sweep.ledger import Ledger, TrackedJob, jobs_dir, write_plan
 from lamp_bench.harness.sweep.planning import PlannedJob, SweepPlan, job_key
 from lamp_bench.results.record import EpisodeKey

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from lamp_bench.harness.executors import slurm_states
+from lamp_bench.harness.slurm import slurm_states
 from lamp_bench.harness.sweep.ledger import Ledger, entry_episodes, jobs_dir, read_json, read_plan
 from lamp_bench.results.record import ENV_ERROR, POLICY_ERROR, EpisodeKey, outcome_of, record_key
 from lamp_bench.results.store import EpisodeStore
