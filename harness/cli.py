@@ -89,6 +89,13 @@ def run(
         help="environments stepped in lockstep per worker, one batched policy call "
              "(default: 8 on a GPU node, else one per core of the worker, at most 4)"),
     record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
+    until: Optional[str] = typer.Option(None, "--until", help="decided: add episodes in rounds until the paired "
+                                        "comparison with --against is decided (group-sequential test)"),
+    against: Optional[str] = typer.Option(None, "--against", help="--until decided: the baseline label in --out"),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="--until decided: at most N paired episodes "
+                                         "(default: all of the run's episodes the baseline has)"),
+    round_size: Optional[int] = typer.Option(None, "--round-size", min=1,
+                                             help="--until decided: episodes per round (default: budget / 5)"),
     env_retries: int = typer.Option(2, "--env-retries", min=0,
                                     help="retries of an episode whose environment crashed, hung or failed, each in "
                                          "a fresh environment (left as env_error after that; a re-run retries it)"),
@@ -101,6 +108,8 @@ def run(
     load_builtin_entries()
     SUITES.check(suite)
     POLICIES.check(policy)
+    from lamp_bench.harness import sequential
+    sequential.check_request(until, against, out)
     if executor not in ("inline", "local"):
         raise ValueError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
     n_workers = 1 if executor == "inline" else (workers or default_workers())
@@ -111,6 +120,10 @@ def run(
                    policy_kwargs=policy_kwargs(checkpoint, preset, policy), suite_kwargs=suite_kwargs(assets),
                    envs_per_worker=envs_per_worker, record_video=record_video, env_retries=env_retries)
     store = EpisodeStore(out)
+    if until is not None:
+        sequential.run_until_decided(spec, sequential.SequentialOptions(against, budget, round_size),
+                                     sequential.executor_function(executor, n_workers, out), console.print)
+        return
     keys = set(spec.keys())
     already = len(keys & store.done_keys(spec.run_label))
     console.print(f"{spec.run_label} on {suite}: {len(episodes)} episodes, {already} already in {out}")
@@ -362,7 +375,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage")
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_stats", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

@@ -35,7 +35,7 @@ class SequentialOptions:
     against: str
     budget: int | None = None  # pairs at most (default: the whole pool)
     round_size: int | None = None  # episodes added per round (default: budget / 5)
-    alpha: float = stats.ALPHA
+    alpha: float = round(stats.ALPHA, 12)  # 0.05, not 1 - 0.95's 0.05000000000000004
 
 
 def check_request(until: str | None, against: str | None, results_dir: str | Path) -> None:

@@ -60,6 +60,7 @@ def build_report(
         raise ValueError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
     sections = layouts.build_sections(frame, provenance, profiles, layouts.load_paper_numbers(), show_paper, baseline)
     sections += real_world.build_sections(trials, layouts.load_paper_numbers(), show_paper, baseline)
+    sections += layouts.sequential_sections(results_dir)  # `run --until decided` decisions
     overview_plot = comparisons.section(sections)  # the forest plot of every comparison, first on the page
     if overview_plot is not None:
         sections.insert(0, overview_plot)

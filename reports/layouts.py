@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
+from lamp_bench.results import sequential, stats
 from lamp_bench.results.aggregate import (MIN_EPISODES, PROFILE_COMPONENTS, Cell, Column, Profile, Provenance, compare,
                                          measure)
 from lamp_bench.results import paper
@@ -160,8 +161,9 @@ def _quality_notes(table_rows: list[Row], columns: list[str]) -> list[str]:
 
 def rate_tables(ctx: Context, key: str, title: str, stub: str, specs: list[RowSpec], columns: list[Column],
                 paper: dict[str, dict[str, float]] | None, reference: int | None,
-                paper_names: dict[str, str] | None = None) -> list[Table]:
-    """The measured table (with paper and Δ rows) and the differences-vs-reference table."""
+                paper_names: dict[str, str] | None = None, holm: bool = False) -> list[Table]:
+    """The measured table (with paper and Δ rows) and the differences-vs-reference table (holm: correct
+    each column's comparisons for multiplicity)."""
     paper_names = paper_names or {}
     names = [c.name for c in columns]
     measured = []
@@ -173,6 +175,9 @@ def rate_tables(ctx: Context, key: str, title: str, stub: str, specs: list[RowSp
         measured.append(Row(spec.name, "measured", cells, spec.label, spec.ref))
     rows = list(measured)
     notes = _missing_notes(measured, names) + _quality_notes(measured, names)
+    if any(isinstance(c, Cell) and c.estimate is not None and c.estimate.design_effect > 1 for r in measured
+           for c in r.cells):
+        notes += CLUSTER_NOTE
     if ctx.show_paper and paper:
         for method, values in paper.items():
             rows.append(Row(f"paper: {paper_names.get(method, method)}", "paper", [values.get(c) for c in names],
@@ -209,12 +214,44 @@ def rate_tables(ctx: Context, key: str, title: str, stub: str, specs: list[RowSp
         if other_group:
             notes.append(f"not tested against {ref.name} (another backend): {', '.join(other_group)}")
         if diff_rows:
+            diff_notes = ["paired: exact McNemar p on the discordant episodes and a paired bootstrap 95% "
+                          "interval, over the episodes both ran; unpaired: Newcombe hybrid score "
+                          "interval; * significant at 0.05"]
+            diff_notes += CLUSTER_NOTE if any(getattr(c, "clusters", None) for r in diff_rows for c in r.cells) else []
+            if holm:
+                diff_rows = holm_rows(diff_rows)
+                diff_notes.append(f"Holm's correction for the {len(diff_rows)} comparisons against {ref.name} in "
+                                  "each column: * marks a Holm-adjusted p < 0.05 (the p shown is unadjusted)")
             tables.append(Table(f"{key}_differences", f"{title}: differences vs {ref.name} (percentage points)",
-                                "Comparison", names, diff_rows,
-                                ["paired: exact McNemar p on the discordant episodes and a paired bootstrap 95% "
-                                 "interval, over the episodes both ran; unpaired: Newcombe hybrid score "
-                                 "interval; * significant at 0.05"]))
+                                "Comparison", names, diff_rows, diff_notes))
     return tables
+
+
+CLUSTER_NOTE = ["where seeds repeat init states, episodes are clustered on (suite, task, init state): rates use "
+                "a design-effect Wilson interval, paired differences a cluster bootstrap and the clustered "
+                "McNemar test (Durkalski 2003)"]
+
+
+def holm_rows(rows: list[Row]) -> list[Row]:
+    """Each column's comparisons (one baseline vs k methods) with Holm-adjusted p-values."""
+    for column in range(len(rows[0].cells) if rows else 0):
+        tested = [r for r in rows if isinstance(r.cells[column], stats.Difference) and r.cells[column].p_value is not None]
+        adjusted = stats.holm([r.cells[column].p_value for r in tested])
+        for row, p in zip(tested, adjusted):
+            row.cells[column] = replace(row.cells[column], p_adjusted=float(p))
+    return rows
+
+
+def sequential_sections(results_dir: Path) -> list[Section]:
+    """`run --until decided` comparisons (results/sequential/*.json): decided at n, or undecided at the budget."""
+    decisions = sequential.load_decisions(results_dir)
+    tables = [Table(f"sequential_{i}_differences", f"Sequential evaluation: differences vs {against} (percentage "
+                    "points)", "Comparison", suites, [Row(name, "difference", cells, label) for name, label, cells in rows],
+                    ["group-sequential McNemar test, O'Brien-Fleming alpha spending over the planned budget; interval: "
+                     "the repeated 95% score interval at the last look; p: the repeated p-value; * decided"])
+              for i, (against, suites, rows) in enumerate(sequential.comparison_grid(decisions))]
+    return [Section("sequential", "Sequential evaluations", tables, [d.summary() for d in decisions], plot="none")] \
+        if tables else []
 
 
 def _label_specs(ctx: Context, labels: list[str]) -> list[RowSpec]:
@@ -354,7 +391,7 @@ def ablation_sections(ctx: Context) -> list[Section]:
                     ref_index = len(specs)
                 specs.append(RowSpec(f"{name}: {label}", {"label": label}, label, level))
         tables = rate_tables(ctx, key, title, stub, specs, [columns[c] for c in column_names], ctx.paper.get(key),
-                             ref_index, {level: name for level, name, _ in levels})
+                             ref_index, {level: name for level, name, _ in levels}, holm=True)
         notes = ["LIBERO Avg = mean of the four LIBERO suite rates (needs all four); LIBERO-Plus = Total over "
                  "all evaluated LIBERO-Plus episodes. Each row names the label that supplies it."]
         sections.append(Section(key, title, tables, notes, plot="steps" if key == "ablation_steps" else "bars"))

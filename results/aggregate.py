@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from lamp_bench.results import stats
+from lamp_bench.results import clustered, stats
 from lamp_bench.results.record import ENV_ERROR, LEGACY_ERROR, POLICY_ERROR
 from lamp_bench.results.store import EpisodeStore
 
@@ -120,6 +120,8 @@ def _measure_resolved(frame: pd.DataFrame, row: Where, column: Column) -> Cell:
     if column.strata is None:
         k, n = int(hits.sum()), len(sub)
         estimate = stats.weighted_rate([k], [n])
+        if clustered.repeats_init_states(sub):  # seeds repeat init states: cluster on them
+            estimate = clustered.clustered_rate(sub, column.outcome, None)
         return Cell(estimate, k, errors, 1, n < MIN_EPISODES)
     groups = hits.groupby(sub[column.strata].astype(object).to_numpy())
     k, n = groups.sum(), groups.size()
@@ -127,6 +129,8 @@ def _measure_resolved(frame: pd.DataFrame, row: Where, column: Column) -> Cell:
     if absent:
         return Cell(missing=f"needs {', '.join(map(str, absent))}", errors=errors)
     estimate = stats.weighted_rate(k.to_numpy(), n.to_numpy())
+    if clustered.repeats_init_states(sub):  # seeds repeat init states: cluster on them
+        estimate = clustered.clustered_rate(sub, column.outcome, column.strata)
     return Cell(estimate, None, errors, len(n), bool((n < MIN_EPISODES).any()))
 
 
@@ -149,6 +153,9 @@ def compare(frame: pd.DataFrame, row_a: Where, row_b: Where, column: Column) -> 
         codes, strata = pd.factorize(pairs[strata_key].astype(object))
         counts = np.bincount(codes * 4 + kind, minlength=4 * len(strata)).reshape(-1, 4)
         if all(s in set(strata) for s in column.required):
+            if clustered.repeats_init_states(pairs):  # seeds repeat init states: cluster on them
+                return clustered.clustered_paired_difference(ya, yb, clustered.cluster_codes(pairs),
+                                                             pairs[strata_key].astype(object).to_numpy())
             return stats.paired_difference(counts)
     cell_a, cell_b = measure(frame, row_a, column), measure(frame, row_b, column)
     if cell_a.estimate is None or cell_b.estimate is None:

@@ -75,9 +75,14 @@ class _Recursion:
         cross = self.crossing(t, u)
         sd = np.sqrt(t - self.t)
         h = sd / self.points_per_sd
-        cells = max(2, int(np.ceil(2 * u / h)))
-        edges = np.linspace(-u, u, cells + 1)
         mean = self.x + self.drift * (t - self.t)
+        # the grid covers the continuation region only where the mass can be (8 sd beyond the last grid)
+        low, high = max(-u, mean.min() - 8 * sd), min(u, mean.max() + 8 * sd)
+        if high <= low:  # every path crossed
+            self.x, self.w, self.t = np.zeros(1), np.zeros(1), t
+            return cross
+        cells = max(2, int(np.ceil((high - low) / h)))
+        edges = np.linspace(low, high, cells + 1)
         # exact mass of each cell (differences of the normal cdf), so the weights stay probabilities
         cdf = sps.norm.cdf((edges[:, None] - mean[None, :]) / sd)
         self.w = (cdf[1:] - cdf[:-1]) @ self.w
