@@ -1,5 +1,6 @@
 """One forward pass for concurrent clients: every connection is a slot of one batched lamp-bench policy;
-observations arriving within `max_wait_ms` of the first (up to `max_batch`) go into one `act` call.
+observations arriving within `max_wait_ms` of the first (up to `max_batch`, and never more than the
+connections open, so a lone client never waits) go into one `act` call.
 
 The policy runs on one worker thread (torch calls block), so the servers' event loops stay responsive.
 Resets go through the same thread, in the order the connection sent them."""
@@ -39,6 +40,7 @@ class InferenceBatcher:
         self.max_wait_ms = float(max_wait_ms)
         self.batches = 0  # forward passes run
         self.requests = 0  # observations answered
+        self.clients = 0  # connections open now (set by the server): a batch never waits for more than these
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lamp-bench-batcher", daemon=True)
@@ -73,7 +75,7 @@ class InferenceBatcher:
                 continue
             batch = [item]
             deadline = time.monotonic() + self.max_wait_ms / 1000.0
-            while len(batch) < self.max_batch:
+            while len(batch) < min(self.max_batch, max(1, self.clients)):
                 try:
                     more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:

@@ -24,6 +24,7 @@ from lamp_bench.harness.remote.mapping import PROTOCOLS
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SERVER_NAME = "lamp-bench"
+MAX_FRAME = 256 * 2**20  # bytes per request: four 2048x2048 RGB raw images fit; bigger is refused (1009)
 
 
 @dataclass
@@ -68,6 +69,10 @@ class PolicyServer:
                 f"policy {policy.name!r} lifts image features to 3D and needs the intrinsics of camera(s) {missing}, "
                 "which neither protocol carries: pass --camera FILE, --camera-from-suite NAME, or "
                 "--camera-from-client (lamp-bench's own client sends them)")
+        simulator_only = [n for n in ("depth", "segmentation", "privileged") if getattr(policy.needs, n)]
+        if simulator_only:
+            raise ConfigError(f"policy {policy.name!r} needs the simulator's {', '.join(simulator_only)}, which no "
+                              "protocol carries; serve a variant that estimates depth (e.g. dav2) instead")
         self.batcher = InferenceBatcher(policy, config.max_batch, config.max_wait_ms)
         self._free: list[int] = []
         self._next_slot = 0
@@ -82,12 +87,14 @@ class PolicyServer:
     # -- slots ---------------------------------------------------------------------------------------
 
     def acquire_slot(self) -> int:
+        self.batcher.clients += 1
         if self._free:
             return self._free.pop()
         self._next_slot += 1
         return self._next_slot - 1
 
     def release_slot(self, slot: int) -> None:
+        self.batcher.clients -= 1
         self._free.append(slot)
 
     # -- auth ----------------------------------------------------------------------------------------
@@ -142,6 +149,7 @@ class PolicyServer:
 
 def _json(connection: Any, body: dict[str, Any]) -> Any:
     response = connection.respond(HTTPStatus.OK, json.dumps(body) + "\n")
+    del response.headers["Content-Type"]  # websockets' Headers is multi-valued: replace, not add
     response.headers["Content-Type"] = "application/json"
     return response
 
@@ -166,7 +174,7 @@ async def serve_async(server: PolicyServer, on_ready: Callable[[str], None] | No
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
-    async with serve(handler_for(server), server.config.host, server.config.port, compression=None, max_size=None,
+    async with serve(handler_for(server), server.config.host, server.config.port, compression=None, max_size=MAX_FRAME,
                      ping_interval=None, process_request=server.process_request) as listener:
         port = listener.sockets[0].getsockname()[1]
         url = f"ws://{server.config.host}:{port}"
