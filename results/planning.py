@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
-from lamp_bench.results import sequential
+from lamp_bench.results import clustered, sequential
 from lamp_bench.results.errors import ResultsInputError
 
 LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
@@ -131,6 +131,7 @@ class PilotPairs:
     n: int  # pairs
     a_only: int
     b_only: int
+    design_effect: float = 1.0  # variance inflation of the paired difference when seeds repeat init states
 
     @property
     def discordance(self) -> float:
@@ -159,8 +160,22 @@ def pilot_pairs(frame: pd.DataFrame, label_a: str, label_b: str) -> list[PilotPa
     out = []
     for suite, group in pairs.groupby(pairs["suite"].astype(str), sort=True):
         ya, yb = group["success_a"].astype(bool).to_numpy(), group["success_b"].astype(bool).to_numpy()
-        out.append(PilotPairs(str(suite), len(group), int((ya & ~yb).sum()), int((~ya & yb).sum())))
+        out.append(PilotPairs(str(suite), len(group), int((ya & ~yb).sum()), int((~ya & yb).sum()),
+                              pair_design_effect(group, ya.astype(int) - yb.astype(int))))
     return out
+
+
+def pair_design_effect(pairs: pd.DataFrame, d: np.ndarray) -> float:
+    """Cluster-robust over independent-pairs variance of the mean paired difference (1 when every init
+    state is paired once); it multiplies the episodes a plan needs when seeds repeat init states."""
+    if not clustered.repeats_init_states(pairs):
+        return 1.0
+    sums = np.bincount(clustered.cluster_codes(pairs), weights=d.astype(float))
+    sizes = np.bincount(clustered.cluster_codes(pairs)).astype(float)
+    n, clusters, mean = len(d), len(sums), d.mean()
+    robust = clusters / max(clusters - 1, 1) * ((sums - sizes * mean) ** 2).sum() / n ** 2
+    simple = d.var(ddof=1) / n if n > 1 else 0.0
+    return max(1.0, robust / simple) if simple > 0 else 1.0
 
 
 # --- the plan -----------------------------------------------------------------------------------------------
@@ -204,6 +219,10 @@ def plan_row(name: str, suites: Sequence[str], model: DiscordanceModel, delta: f
         mde_seq = detectable_delta(episodes * k, model, alpha, power, max_delta, looks) if looks > 1 else mde_fixed
     pairs = sum(p.n for p in pilot) if pilot else None
     diff = float(np.mean([p.difference for p in pilot])) if pilot else None
+    deff = max((p.design_effect for p in pilot), default=1.0)
+    if deff > 1.05:
+        notes.append(f"the pilot's seeds repeat init states: design effect {deff:.2f}, so episodes that repeat "
+                     f"states count ~{1 / deff:.2f} each")
     if pilot and sum(p.a_only + p.b_only for p in pilot) < 10:
         notes.append("fewer than 10 discordant pilot pairs: the discordance is poorly known")
     return PlanRow(name, tuple(suites), max(psi_at, delta or 0.0), pairs, diff, delta, fixed, seq, mde_fixed,

@@ -115,3 +115,20 @@ def test_unpaired_or_unknown_pilot_labels_are_one_line(tmp_path):
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = invoke("--pilot", str(tmp_path / "none"), "--labels", "A,B", "--delta", "0.05")
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_a_pilot_whose_seeds_repeat_init_states_reports_its_design_effect(tmp_path):
+    writer = EpisodeStore(tmp_path).writer()
+    for init in range(20):
+        for seed in range(3):  # A wins init states 0-5 on every seed, B states 6-7: outcomes follow the state
+            for label, wins in (("A", init < 6), ("B", 6 <= init < 8)):
+                writer.append({"label": label, "policy": label, "suite": "libero_spatial", "task_id": 0,
+                               "init_index": init, "seed": seed, "success": wins,
+                               "status": "success" if wins else "failure", "steps": 1})
+    writer.close()
+    result = invoke("--pilot", str(tmp_path), "--labels", "A,B", "--delta", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)["rows"]
+    assert row["pilot_pairs"] == 60 and "design effect" in row["note"]
+    deff = float(row["note"].split("design effect ")[1].split(",")[0])
+    assert 2.9 < deff < 3.2  # identical outcomes on 3 seeds: 3 (times the small-sample factors 20/19, 59/60)
