@@ -52,9 +52,12 @@ Extension points (LIBERO-Plus builds on this module without editing it):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -67,6 +70,7 @@ from lamp_bench.harness.provenance import hash_tree_listing, package_versions
 from lamp_bench.harness.registry import register_suite
 from lamp_bench.harness.suite import Episode, StepResult, Suite, SuiteEnv
 from lamp_bench.suites.images import resize_nearest, resize_rgb
+from lamp_bench.suites.render_savings import RENDER_MODES, EpisodeRendering, RenderProof, RenderSetup, proof_key
 
 SUITE_NAMES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -160,10 +164,38 @@ def _import_libero():
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(paths))
     os.environ["LIBERO_CONFIG_PATH"] = str(folder)
-    import libero.libero
-    from libero.libero.envs.env_wrapper import ControlEnv
-
+    _load_robosuite_macros(folder)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        import libero.libero
+        from libero.libero.envs.env_wrapper import ControlEnv
+    # robosuite prints this when the legacy `gym` package is absent; lamp-bench uses gymnasium and never
+    # robosuite's GymWrapper. Anything else printed during the import is passed on.
+    passed = [line for line in printed.getvalue().splitlines() if line != GYM_WRAPPER_NOTICE]
+    if passed:
+        print("\n".join(passed))
     return libero.libero, ControlEnv
+
+
+GYM_WRAPPER_NOTICE = "Warning: make sure gym is installed if you want to use the GymWrapper."
+
+
+def _load_robosuite_macros(folder: Path) -> None:
+    """robosuite warns three lines at import unless `robosuite.macros_private` exists. lamp-bench keeps that
+    file beside LIBERO's config (robosuite's defaults, as its setup_macros.py writes them; edit it to
+    override) and registers it under robosuite's name, so the installed package is never changed."""
+    name = "robosuite.macros_private"
+    if name in sys.modules:
+        return
+    path = folder / "robosuite_macros_private.py"
+    if not path.is_file():
+        package = importlib.util.find_spec("robosuite")
+        if package is None or package.origin is None:
+            return  # robosuite is missing: the import below says so
+        path.write_text(Path(package.origin).with_name("macros.py").read_text())
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
 
 
 def load_init_states(path: Path) -> np.ndarray:
@@ -184,7 +216,7 @@ def load_init_states(path: Path) -> np.ndarray:
         # torch's message advises weights_only=False; only its reason line is worth passing on
         reason = next((line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line),
                       "not a pickled array")
-        raise ValueError(
+        raise config.ConfigError(
             f"refusing to load LIBERO init-state file {path}: a plain float64 array was expected, and the "
             f"weights-only unpickler rejected it ({reason.strip()}); replace the file with LIBERO's original"
         ) from None
@@ -192,7 +224,7 @@ def load_init_states(path: Path) -> np.ndarray:
     if states.ndim == 1:  # LIBERO-Plus stores one init state per file as a flat array
         states = states[None, :]
     if states.dtype != np.float64 or states.ndim != 2:
-        raise ValueError(
+        raise config.ConfigError(
             f"LIBERO init-state file {path} holds {states.dtype} {states.shape}, expected (N, state) float64")
     return states
 
@@ -213,10 +245,15 @@ class LiberoSuite(Suite):
 
     env_class: type["LiberoEnv"]  # set below, after LiberoEnv is defined
 
-    def __init__(self, name: str, assets: str | os.PathLike | None = None, protocol: LiberoProtocol | None = None):
+    def __init__(self, name: str, assets: str | os.PathLike | None = None, protocol: LiberoProtocol | None = None,
+                 render: str = "exact"):
         self.name = name
         self.assets = resolve_assets(assets)
         self.protocol = protocol or LiberoProtocol.for_suite(name)
+        if render not in RENDER_MODES:
+            raise config.ConfigError(f"render must be one of {', '.join(RENDER_MODES)} (exact is the default "
+                                     f"protocol; fast turns MSAA off and changes pixels); got {render!r}")
+        self.render = render  # see suites/render_savings.py
         self.description = f"LIBERO {name} (OpenVLA protocol)"
         self._specs: dict[int, LiberoTaskSpec] = {}
 
@@ -257,7 +294,19 @@ class LiberoSuite(Suite):
         return self.protocol.episodes_per_task
 
     def make_env(self, needs: PolicyNeeds) -> "LiberoEnv":
-        return self.env_class(self.task_spec, needs, self.protocol, self.assets)
+        env = self.env_class(self.task_spec, needs, self.protocol, self.assets)
+        env.render_setup = self.render_setup()
+        return env
+
+    @functools.cached_property
+    def _render_proof(self) -> RenderProof:
+        return RenderProof.load()
+
+    def render_setup(self) -> RenderSetup:
+        """Render mode and the exact savings' proof, keyed by (suite, task name, camera, render size)."""
+        size = self.protocol.render_size
+        return RenderSetup(self.render, self._render_proof, hash_tree_listing(str(self.assets)),
+                           lambda task_id, camera: proof_key(self.name, self.task(task_id).name, camera, size))
 
     def provenance(self) -> dict[str, Any]:
         stand_ins = (self.assets / STAND_INS_FILE).is_file()
@@ -280,7 +329,8 @@ class LiberoSuite(Suite):
     def protocol_fields(self) -> dict[str, Any]:
         """The episode conditions records are keyed by (see Suite.protocol_fields)."""
         return {"suite": self.name, **asdict(self.protocol), "cameras": CAMERAS,
-                "assets_identity": hash_tree_listing(str(self.assets))}
+                "assets_identity": hash_tree_listing(str(self.assets)),
+                "render": self.render, "render_proof": self._render_proof.identity}
 
 
 # ---------------------------------------------------------------------------------------------- env
@@ -293,9 +343,9 @@ class LiberoEnv(SuiteEnv):
                  assets: Path):
         unknown = [role for role in needs.cameras if role not in CAMERAS]
         if unknown:
-            raise ValueError(f"LIBERO has no camera role {unknown}; roles: {', '.join(CAMERAS)} (see {CAMERA_ROLES})")
+            raise config.ConfigError(f"LIBERO has no camera role {unknown}; roles: {', '.join(CAMERAS)} (see {CAMERA_ROLES})")
         if (needs.depth or needs.segmentation) and not needs.cameras:
-            raise ValueError("depth/segmentation need at least one camera in PolicyNeeds.cameras")
+            raise config.ConfigError("depth/segmentation need at least one camera in PolicyNeeds.cameras")
         self.task_spec = task_spec
         self.needs = needs
         self.protocol = protocol
@@ -304,6 +354,8 @@ class LiberoEnv(SuiteEnv):
         self._build_key: str | None = None
         self._spec: LiberoTaskSpec | None = None
         self._bodies: _BodyIndex | None = None
+        self.render_setup = RenderSetup()  # no savings unless the suite hands a proof (LiberoSuite.make_env)
+        self._rendering: EpisodeRendering | None = None
 
     # -- extension points ---------------------------------------------------------------------------
 
@@ -340,7 +392,8 @@ class LiberoEnv(SuiteEnv):
         spec = self.task_spec(episode.task_id)
         states = spec.init_states
         if states is not None and not 0 <= episode.init_index < len(states):
-            raise ValueError(f"task {episode.task_id} has init states 0..{len(states) - 1}; got {episode.init_index}")
+            raise config.ConfigError(f"task {episode.task_id} has init states 0..{len(states) - 1}; got {episode.init_index}")
+        self._end_rendering()  # before the reset frees the model and GL context it draws with
         if spec.build_key != self._build_key:
             self._build(spec)
         self._spec = spec
@@ -349,7 +402,7 @@ class LiberoEnv(SuiteEnv):
         if states is not None:
             expected = self.sim_env.sim.get_state().flatten().shape[0]
             if states.shape[1] != expected:
-                raise ValueError(f"init states have {states.shape[1]} values; {spec.bddl_file.name} needs {expected}")
+                raise config.ConfigError(f"init states have {states.shape[1]} values; {spec.bddl_file.name} needs {expected}")
             self._env.set_init_state(states[episode.init_index])
         self._bodies = _BodyIndex(self.sim_env)  # a hard reset reloads the model
         self.on_reset(episode, spec)
@@ -358,6 +411,7 @@ class LiberoEnv(SuiteEnv):
             raw, _, _, _ = self._env.step(NOOP_ACTION)
         if raw is None:
             raw = self.sim_env._get_observations()
+        self._start_rendering(episode)
         return self._observe(raw)
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -371,7 +425,11 @@ class LiberoEnv(SuiteEnv):
         success = bool(done)
         return StepResult(self._observe(raw), success=success, done=success)
 
+    def episode_info(self) -> dict[str, Any]:
+        return {"render": self._rendering.info} if self._rendering is not None else {}
+
     def close(self) -> None:
+        self._end_rendering()
         if self._env is not None:
             self._env.close()
             self._env = None
@@ -386,6 +444,18 @@ class LiberoEnv(SuiteEnv):
             raise config.ConfigError(f"BDDL file {spec.bddl_file} does not exist")
         self._env = control_env(**self.env_kwargs(spec))
         self._build_key = spec.build_key
+
+    def _start_rendering(self, episode: Episode) -> None:
+        """Render paths for this episode (a hard reset loaded a new model), checked by the guard."""
+        if self.needs.cameras:
+            self._rendering = EpisodeRendering(self.render_setup, self.sim_env.sim, self.protocol.render_size,
+                                               episode.task_id, [CAMERAS[r] for r in self.needs.cameras],
+                                               self.needs.depth)
+
+    def _end_rendering(self) -> None:
+        if self._rendering is not None:
+            self._rendering.close()
+            self._rendering = None
 
     def _observe(self, raw: dict[str, np.ndarray]) -> Observation:
         needs = self.needs
@@ -405,8 +475,7 @@ class LiberoEnv(SuiteEnv):
     def _render(self, role: str, obs: Observation) -> None:
         sim = self.sim_env.sim
         camera, size, out = CAMERAS[role], self.protocol.render_size, self.needs.image_size
-        rendered = sim.render(camera_name=camera, width=size, height=size, depth=self.needs.depth)
-        rgb, depth = rendered if self.needs.depth else (rendered, None)
+        rgb, depth = self._rendering.frame(camera)
         obs.images[role] = resize_rgb(rgb[::-1, ::-1], out)  # OpenVLA's 180-degree rotation
         fovy = float(sim.model.cam_fovy[sim.model.camera_name2id(camera)])
         obs.intrinsics[role] = mirrored_intrinsics(fovy, out)
