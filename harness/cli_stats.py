@@ -33,15 +33,17 @@ def _points(value: float | None) -> str:
 def plan_table(result, episodes: Optional[int]) -> Table:
     table = Table(title=f"episodes per cell for a paired comparison (α = {result.alpha:g}, power = {result.power:g}, "
                         f"discordance from {result.source})", title_justify="left",
-                  caption=f"per cell = episodes of each policy on that suite (pairs: same task, init state, seed); "
+                  caption=f"n per cell = episodes of each policy on that suite (pairs: same task, init state, seed); "
+                          "Δ in points; disc. = discordance, the share of pairs where exactly one policy succeeds; "
+                          "min Δ = the smallest gap the given episodes detect; "
                           f"seq. = the group-sequential test of `run --until decided` with {result.looks} looks "
                           "(O'Brien-Fleming alpha spending): its budget and its expected stop if Δ is real; fixed = one "
                           "look (McNemar, Connor 1987)", caption_justify="left")
     pilot = result.source == "pilot"
     planned = any(row.delta is not None for row in result.rows)
-    columns = ["suite"] + (["pilot pairs", "pilot Δ pts"] if pilot else []) + ["discordance %"]
-    columns += ["Δ pts", "fixed n", "seq. budget", "seq. expected n"] if planned else []
-    columns += [f"detectable Δ pts (n={episodes})", "seq. detectable Δ pts"] if episodes is not None else []
+    columns = ["suite"] + (["pilot n", "pilot Δ"] if pilot else []) + ["disc. %"]
+    columns += ["Δ", "fixed n", "seq. max n", "seq. mean n"] if planned else []
+    columns += [f"min Δ, n={episodes}", "seq. min Δ"] if episodes is not None else []
     for column in columns:
         table.add_column(column, justify="left" if column == "suite" else "right", no_wrap=column == "suite")
     for row in result.rows:

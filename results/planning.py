@@ -266,6 +266,8 @@ def average_suites(suites: Sequence[str]) -> list[str]:
 def plan_from_pilot(pilot: Sequence[PilotPairs], delta: float | None, alpha: float, power: float,
                     episodes: int | None, looks: int) -> Plan:
     validate(delta, alpha, power, episodes, looks)
+    order = {suite: i for i, suite in enumerate(LIBERO_SUITES)}  # the paper's suite order, then the rest
+    pilot = sorted(pilot, key=lambda p: (order.get(p.suite, len(order)), p.suite))
     rows = [plan_row(p.suite, [p.suite], lambda d, psi=p.discordance: psi, delta, alpha, power, episodes, looks,
                      1 - 1e-6, [p]) for p in pilot]
     chosen = [p for p in pilot if p.suite in average_suites([q.suite for q in pilot])]
