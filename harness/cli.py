@@ -99,6 +99,8 @@ def run(
     env_retries: int = typer.Option(2, "--env-retries", min=0,
                                     help="retries of an episode whose environment crashed, hung or failed, each in "
                                          "a fresh environment (left as env_error after that; a re-run retries it)"),
+    server: Optional[str] = typer.Option(None, "--server", help="remote policy: the server's ws://HOST:PORT"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="remote policy: openpi | vla-eval"),
 ) -> None:
     """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
     from lamp_bench.harness.executors import (JobSpec, default_envs_per_worker, default_workers, run_inline,
@@ -117,7 +119,9 @@ def run(
     suite_obj = SUITES.build(suite, **suite_kwargs(assets))
     episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
     spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
-                   policy_kwargs=policy_kwargs(checkpoint, preset, policy), suite_kwargs=suite_kwargs(assets),
+                   policy_kwargs={**policy_kwargs(checkpoint, preset, policy), **(
+                       {"server": server, "protocol": protocol, "suite": suite} if server or protocol else {})},
+                   suite_kwargs=suite_kwargs(assets),
                    envs_per_worker=envs_per_worker, record_video=record_video, env_retries=env_retries)
     store = EpisodeStore(out)
     if until is not None:
@@ -375,7 +379,7 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_stats", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage")
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_stats", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage", "lamp_bench.harness.cli_remote")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
