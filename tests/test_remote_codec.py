@@ -138,3 +138,18 @@ def test_server_inputs_rebuild_the_observation_and_refuse_bad_requests():
         to_observation({**request, "observation/image": np.zeros((4, 4), np.float32)}, "openpi", needs, geometry, True)
     with pytest.raises(BadRequest):
         to_observation(request, "openpi", needs, CameraGeometry(), require_intrinsics=True)
+
+
+def test_widowx_request_and_its_inverse():
+    quat_xyzw = np.array([0.0, 0.0, np.sin(0.3), np.cos(0.3)])
+    fingers = 0.026  # half open
+    obs = Observation("put carrot on plate", images={"third_person": np.zeros((224, 224, 3), np.uint8)},
+                      proprio=np.concatenate([[0.1, 0.2, 0.3], quat_xyzw, [fingers, fingers]]).astype(np.float32))
+    request = mapping.build_request(obs, "widowx", mapping.WireOptions.for_protocol("vla-eval", image_size=224,
+                                                                                    send_extras=False))
+    assert set(request["images"]) == {"primary"} and request["states"].dtype == np.float32
+    np.testing.assert_allclose(request["states"][3:7], [quat_xyzw[3], 0, 0, quat_xyzw[2]], atol=1e-6)  # wxyz
+    np.testing.assert_allclose(request["states"][7], 0.5, atol=1e-6)
+    needs = PolicyNeeds(cameras=("third_person",), image_size=224, proprio=True)
+    back = to_observation(request, "vla-eval", needs, CameraGeometry(), require_intrinsics=False)
+    np.testing.assert_allclose(back.proprio, obs.proprio, atol=1e-6)
