@@ -191,7 +191,7 @@ class _BrokenServer:
             message = codec.unpack_envelope(frame)
             if message.type == "hello":
                 await ws.send(codec.pack_envelope("hello", {"protocol_version": 1}, message.seq))
-            elif message.type == "observation":
+            elif message.type == "observation" and self.reply(message) is not None:  # None: stay silent
                 kind, payload, seq = self.reply(message)
                 await ws.send(codec.pack_envelope(kind, payload, seq))
 
@@ -257,3 +257,27 @@ def test_server_killed_mid_episode_is_a_policy_error_and_the_run_goes_on(fake_pl
     assert by_init[1]["status"] == "policy_error" and by_init[1]["steps"] == 2
     assert "RemoteConnectionError" in by_init[1]["failure_reason"]
     assert all(by_init[i]["status"] == "policy_error" for i in (2, 3))
+
+
+def test_a_silent_server_times_out_and_a_restarted_one_is_reconnected(fake_plugins):
+    from lamp_bench.harness.remote import RemoteTimeoutError
+    from lamp_bench.harness.remote.client_policy import RemotePolicy
+
+    silent = _BrokenServer("vla-eval", lambda m: None)
+    try:
+        policy = RemotePolicy(server=f"ws://127.0.0.1:{silent.port}", protocol="vla-eval", timeout_s=1, retries=0)
+        policy.reset([Task("fake", 0, "t", "do fake thing 0")], [0], [0])
+        with pytest.raises(RemoteTimeoutError):
+            policy.act(_observations(1), [0])
+        policy.close()
+    finally:
+        silent.close()
+    port = str(free_port())
+    with served("scripted", "openpi", "--port", port) as (url, first):
+        policy = RemotePolicy(server=f"ws://127.0.0.1:{port}", protocol="openpi", retries=3)
+        policy.reset([Task("fake", 0, "t", "do fake thing 0")], [0], [0])
+        policy.act(_observations(1), [0])
+    with served("scripted", "openpi", "--port", port):  # the same address, a new server process
+        assert policy.act(_observations(1), [0]).shape == (1, 7)
+        assert policy.describe()["policy_config"]["reconnects"] == 1
+        policy.close()
