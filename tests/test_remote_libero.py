@@ -69,3 +69,14 @@ def test_in_process_and_served_policies_act_identically_on_libero(libero_assets)
             outcomes, actions = _run(remote, suite, episodes)
         assert outcomes == expected, protocol
         np.testing.assert_array_equal(actions, expected_actions, err_msg=protocol)
+
+
+def test_camera_geometry_from_a_named_suite(libero_assets):
+    from lamp_bench.harness.remote.client_policy import RemotePolicy
+
+    options = ("--preset", "tiny", "--kwargs", '{"random_depth": true}', "--camera-from-suite", "libero_spatial")
+    with served("dav2", "openpi", *options) as (url, _):
+        policy = RemotePolicy(server=url, protocol="openpi")
+        camera = policy.describe()["policy_config"]["server_metadata"]["camera"]
+        policy.close()
+    assert camera["source"] == "suite:libero_spatial" and camera["roles"] == ["third_person"]
