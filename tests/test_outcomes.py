@@ -3,9 +3,11 @@ tests/plugins/fake_suite.py crash, hang, raise or emit bad actions on command, i
 spawned environment processes and in local workers."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,10 +127,21 @@ def test_a_configuration_error_stops_the_job_and_writes_no_records(tmp_path, whe
 
 def test_a_configuration_error_in_a_local_worker_stops_the_run(tmp_path):
     spec = job(tmp_path, policy={"fault": "config_error", "fault_tasks": [1]})
-    jobs = [JobSpec(**{**spec.__dict__, "episodes": [e for e in spec.episodes if e.task_id == t]}) for t in (1,)]
+    jobs = [replace(spec, episodes=[e for e in spec.episodes if e.task_id == 1])]
     with pytest.raises(ConfigError, match="no action statistics for dataset key 'fake'"):
         run_local(jobs, 1, tmp_path / "logs", poll_s=0.2)
     assert list(EpisodeStore(tmp_path).iter_raw()) == []
+
+
+def test_a_configuration_error_stops_an_inline_sweep(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(policy='fault = "config_error"', suite=""))
+    plan = plan_sweep(load_sweep(path), tmp_path / "out", chunk_size=2)  # 4 jobs: the first one stops the sweep
+    with pytest.raises(ConfigError, match="no action statistics"):
+        run_sweep(plan, "inline")
+    assert list(EpisodeStore(tmp_path / "out").iter_raw()) == []
+    states = [json.loads(p.read_text())["state"] for p in (tmp_path / "out" / "jobs" / "workers").glob("*.json")]
+    assert states == ["failed"]
 
 
 def test_run_local_reports_each_failed_job_as_a_typed_failure(tmp_path):
