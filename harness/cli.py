@@ -103,8 +103,8 @@ def run(
     protocol: Optional[str] = typer.Option(None, "--protocol", help="remote policy: openpi | vla-eval"),
 ) -> None:
     """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
-    from lamp_bench.harness.executors import (JobSpec, default_envs_per_worker, default_workers, run_inline,
-                                              run_local, split_into_jobs)
+    from lamp_bench.harness.executors import (JobsFailed, JobSpec, default_envs_per_worker, default_workers,
+                                              run_inline, run_local, split_into_jobs)
     from lamp_bench.results.store import EpisodeStore
 
     load_builtin_entries()
@@ -131,15 +131,24 @@ def run(
     keys = set(spec.keys())
     already = len(keys & store.done_keys(spec.run_label))
     console.print(f"{spec.run_label} on {suite}: {len(episodes)} episodes, {already} already in {out}")
+    failed = []
     with _progress() as progress:
         bar = progress.add_task(f"{spec.run_label} / {suite}", total=len(episodes), completed=already)
         if executor == "inline":
             run_inline([spec], on_record=lambda r: progress.advance(bar))
         else:
             refresh = lambda: progress.update(bar, completed=len(keys & store.done_keys(spec.run_label)))
-            run_local(split_into_jobs(spec, n_workers), n_workers, Path(out) / "jobs" / "local", on_progress=refresh)
+            try:
+                run_local(split_into_jobs(spec, n_workers), n_workers, Path(out) / "jobs" / "local",
+                          on_progress=refresh)
+            except JobsFailed as error:  # the episodes they finished are in the store: summarise, then say why
+                failed = error.failures
             refresh()
     _print_summary(out, labels=[spec.run_label], suites=[suite])
+    if failed:
+        console.print("[red]worker jobs that failed[/red] (their finished episodes are kept):\n"
+                      + "\n".join(map(str, failed)), highlight=False)
+        raise typer.Exit(1)
 
 
 def _progress() -> Progress:
