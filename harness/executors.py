@@ -24,6 +24,11 @@ from lamp_bench.results.store import EpisodeStore
 DEFAULT_ENV_RETRIES = 2
 
 
+def episode_triples(episodes: Sequence[Episode]) -> list[list[int]]:
+    """Episodes as JSON (bookkeeping files): [task_id, init_index, seed]; the suite is stored beside them."""
+    return [[e.task_id, e.init_index, e.seed] for e in episodes]
+
+
 @dataclass
 class JobSpec:
     """Everything a worker needs to run one chunk of episodes; picklable."""
@@ -58,7 +63,7 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (bookkeeping files): episodes as [task_id, init_index, seed] triples."""
         data = asdict(self)
-        data["episodes"] = [[e.task_id, e.init_index, e.seed] for e in self.episodes]
+        data["episodes"] = episode_triples(self.episodes)
         return data
 
     @classmethod

@@ -8,10 +8,10 @@ import socket
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from lamp_bench.harness.config import ConfigError
-from lamp_bench.harness.executors import JobOutcome, JobSpec, run_job
+from lamp_bench.harness.executors import JobOutcome, JobSpec, episode_triples, run_job
 from lamp_bench.harness.suite import Episode
 from lamp_bench.harness.sweep.planning import PlannedJob, SweepPlan, job_key
 from lamp_bench.harness.sweep.schema import Cell
@@ -36,10 +36,6 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def _episodes_json(episodes: Sequence[Episode]) -> list[list[int]]:
-    return [[e.task_id, e.init_index, e.seed] for e in episodes]
-
-
 def entry_episodes(entry: Mapping[str, Any]) -> list[Episode]:
     """The episodes of a bookkeeping entry (a submission, a worker state file)."""
     return [Episode(entry["suite"], t, i, s) for t, i, s in entry["episodes"]]
@@ -50,7 +46,7 @@ def write_plan(plan: SweepPlan) -> Path:
     _write_json(path, {
         "name": plan.name, "source": plan.source, "written_at": _now(),
         "cells": [asdict(c) for c in plan.cells],
-        "jobs": [{"key": j.key, "cell": j.cell, "episodes": _episodes_json(j.spec.episodes)} for j in plan.jobs],
+        "jobs": [{"key": j.key, "cell": j.cell, "episodes": episode_triples(j.spec.episodes)} for j in plan.jobs],
     })
     return path
 
@@ -112,7 +108,7 @@ class TrackedJob:
         slurm_id = os.environ.get("SLURM_JOB_ID")
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             slurm_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        state = {"key": key, "label": spec.run_label, "suite": spec.suite, "episodes": _episodes_json(spec.episodes),
+        state = {"key": key, "label": spec.run_label, "suite": spec.suite, "episodes": episode_triples(spec.episodes),
                  "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_id,
                  "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0")), "started_at": _now()}
         _write_json(path, {**state, "state": "running"})
