@@ -70,7 +70,9 @@ from lamp_bench.harness.provenance import hash_tree_listing, package_versions
 from lamp_bench.harness.registry import register_suite
 from lamp_bench.harness.suite import Episode, StepResult, Suite, SuiteEnv
 from lamp_bench.suites.images import resize_nearest, resize_rgb
-from lamp_bench.suites.render_savings import RENDER_MODES, EpisodeRendering, RenderProof, RenderSetup, proof_key
+from lamp_bench.suites.render_savings import (RENDER_MODES, EpisodeRendering, RenderProof, RenderSetup,
+                                              fast_render_xml, proof_key)
+from lamp_bench.suites.render_resets import ResetProof, reset_key, reset_stack
 
 SUITE_NAMES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -148,6 +150,8 @@ def import_libero(assets: Path | None = None):
 def _import_libero():
     """Import `libero` without its stdin prompt, rendering on the CPU unless the user chose otherwise."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":  # submitit's CPU-only jobs: robosuite's EGL would parse it
+        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", "0")  # as a device list and fail (int(''))
     if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     package = libero_package_dir()
@@ -296,17 +300,31 @@ class LiberoSuite(Suite):
     def make_env(self, needs: PolicyNeeds) -> "LiberoEnv":
         env = self.env_class(self.task_spec, needs, self.protocol, self.assets)
         env.render_setup = self.render_setup()
+        env.soft_reset_allowed = self.soft_reset_allowed
         return env
 
     @functools.cached_property
     def _render_proof(self) -> RenderProof:
         return RenderProof.load()
 
+    @functools.cached_property
+    def _assets_identity(self) -> str:
+        return hash_tree_listing(str(self.assets))
+
     def render_setup(self) -> RenderSetup:
         """Render mode and the exact savings' proof, keyed by (suite, task name, camera, render size)."""
         size = self.protocol.render_size
-        return RenderSetup(self.render, self._render_proof, hash_tree_listing(str(self.assets)),
+        return RenderSetup(self.render, self._render_proof, self._assets_identity,
                            lambda task_id, camera: proof_key(self.name, self.task(task_id).name, camera, size))
+
+    @functools.cached_property
+    def _reset_proof(self) -> tuple[ResetProof, dict[str, Any]]:
+        return ResetProof.load(), reset_stack(self._assets_identity)
+
+    def soft_reset_allowed(self, task_id: int) -> bool:
+        """Whether suites/reset_proof.json proved soft resets identical for this task (suites/render_resets.py)."""
+        proof, stack = self._reset_proof
+        return proof.allows_soft(reset_key(self.name, self.task(task_id).name), stack)
 
     def provenance(self) -> dict[str, Any]:
         stand_ins = (self.assets / STAND_INS_FILE).is_file()
@@ -355,6 +373,8 @@ class LiberoEnv(SuiteEnv):
         self._spec: LiberoTaskSpec | None = None
         self._bodies: _BodyIndex | None = None
         self.render_setup = RenderSetup()  # no savings unless the suite hands a proof (LiberoSuite.make_env)
+        self.soft_reset_allowed: Callable[[int], bool] = lambda task_id: False  # LiberoSuite.make_env sets it
+        self._reset_kind = "hard"
         self._rendering: EpisodeRendering | None = None
 
     # -- extension points ---------------------------------------------------------------------------
@@ -394,11 +414,19 @@ class LiberoEnv(SuiteEnv):
         if states is not None and not 0 <= episode.init_index < len(states):
             raise config.ConfigError(f"task {episode.task_id} has init states 0..{len(states) - 1}; got {episode.init_index}")
         self._end_rendering()  # before the reset frees the model and GL context it draws with
-        if spec.build_key != self._build_key:
+        built = spec.build_key != self._build_key
+        if built:
             self._build(spec)
+        # A soft reset keeps the loaded model: only where proven, never right after a build (the first load
+        # applies env edits such as fast rendering's), never when on_reset edits the model.
+        soft = not built and type(self).on_reset is LiberoEnv.on_reset and self.soft_reset_allowed(episode.task_id)
+        self.sim_env.hard_reset = not soft
+        self._reset_kind = "soft" if soft else "hard"
         self._spec = spec
         self._env.seed(episode.seed)  # LIBERO seeds numpy's global generator (its placement sampler)
         self._env.reset()
+        if soft:
+            _fresh_gripper_state(self.sim_env)
         if states is not None:
             expected = self.sim_env.sim.get_state().flatten().shape[0]
             if states.shape[1] != expected:
@@ -426,7 +454,10 @@ class LiberoEnv(SuiteEnv):
         return StepResult(self._observe(raw), success=success, done=success)
 
     def episode_info(self) -> dict[str, Any]:
-        return {"render": self._rendering.info} if self._rendering is not None else {}
+        info = {"reset": self._reset_kind}
+        if self._rendering is not None:
+            info["render"] = self._rendering.info
+        return info
 
     def close(self) -> None:
         self._end_rendering()
@@ -443,6 +474,8 @@ class LiberoEnv(SuiteEnv):
         if not spec.bddl_file.is_file():
             raise config.ConfigError(f"BDDL file {spec.bddl_file} does not exist")
         self._env = control_env(**self.env_kwargs(spec))
+        if self.render_setup.mode == "fast":  # applies from the next (re)load of the model on
+            self._env.env.set_xml_processor(fast_render_xml(self.protocol.render_size))
         self._build_key = spec.build_key
 
     def _start_rendering(self, episode: Episode) -> None:
@@ -491,6 +524,16 @@ class LiberoEnv(SuiteEnv):
 
 
 LiberoSuite.env_class = LiberoEnv
+
+
+def _fresh_gripper_state(env) -> None:
+    """A hard reset builds new gripper models; a soft reset keeps them, and robosuite's grippers integrate
+    their command (`current_action` moves by `speed` towards each action's sign), so the last episode's
+    gripper command would carry over. Set it back to a fresh gripper's zeros."""
+    for robot in env.robots:
+        if hasattr(robot.gripper, "current_action"):
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+
 
 
 # ---------------------------------------------------------------------------------------------- geometry

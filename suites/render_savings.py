@@ -11,13 +11,16 @@ Two kinds of saving, kept apart:
       more, mirrored, for every reflective plane or box in view; where that draws nothing visible it is
       pure cost. (LIBERO's flat stove is a reflective box whose reflection is visible, so scenes with
       it in view fail the proof.)
-    - "sized_buffer": a multisampled offscreen buffer of the render size (256x256) instead of the
-      model's 640x480.
+  Measured and not used: an offscreen buffer of the render size (256x256) instead of the model's 640x480
+  was bit-identical but saved no measurable time (benchmarks/render_breakdown.py: buffer_640_ms), while a
+  second MjrContext per episode (a hard reset frees the first) costs ~1.9 s of texture upload on llvmpipe.
   A runtime guard (`guard_paths`) re-checks at every episode start: one render with and one without the
   saving, compared; a camera whose frames differ falls back to the full path for the episode, and the
   outcome goes into the episode's info.
-* `render="fast"`: MSAA off (changes pixels: mean ~1.2 grey levels). A protocol of its own (recorded in
-  the suite's protocol identity), never the default, never mixed with exact-render episodes.
+* `render="fast"`: MSAA off (changes pixels: mean ~1.2 grey levels). robosuite's own offscreen context is
+  built without multisampling and at the render size (`fast_render_xml` edits the model XML's <visual>
+  before each load). A protocol of its own (recorded in the suite's protocol identity), never the default,
+  never mixed with exact-render episodes.
 """
 from __future__ import annotations
 
@@ -42,13 +45,11 @@ class RenderPath:
     """How one camera frame is drawn. The default is robosuite's own path (sim.render)."""
 
     reflection: bool = True
-    sized_buffer: bool = False
-    msaa: bool = True
+    msaa: bool = True  # False: the context was built without multisampling (render="fast")
 
     @property
     def name(self) -> str:
-        parts = [n for n, on in (("no_reflection", not self.reflection), ("sized_buffer", self.sized_buffer),
-                                 ("no_msaa", not self.msaa)) if on]
+        parts = [n for n, on in (("no_reflection", not self.reflection), ("no_msaa", not self.msaa)) if on]
         return "+".join(parts) or "full"
 
     @property
@@ -57,13 +58,9 @@ class RenderPath:
 
 
 FULL_PATH = RenderPath()
-FAST_PATH = RenderPath(sized_buffer=True, msaa=False)
+FAST_PATH = RenderPath(msaa=False)
 # Exact savings in order of preference (largest saving first); each is proven on its own.
-EXACT_SAVINGS: dict[str, RenderPath] = {
-    "no_reflection+sized_buffer": RenderPath(reflection=False, sized_buffer=True),
-    "no_reflection": RenderPath(reflection=False),
-    "sized_buffer": RenderPath(sized_buffer=True),
-}
+EXACT_SAVINGS: dict[str, RenderPath] = {"no_reflection": RenderPath(reflection=False)}
 
 
 class RenderProofError(config.ConfigError):
@@ -153,77 +150,61 @@ def choose_paths(proof: RenderProof, stack: Mapping[str, Any], keys: Mapping[str
 
 
 class OffscreenRenderer:
-    """Draws cameras of one loaded model through robosuite's offscreen context (the full path) or through a
-    saving (own MjrContexts on the same GL context for other buffer sizes / sample counts)."""
+    """Draws cameras of one loaded model through robosuite's offscreen context: the full path is robosuite's
+    own sim.render; a saving draws the same scene with the reflection flag off (same context, same buffer)."""
 
     def __init__(self, sim, size: int):
         self.sim = sim
         self.size = size
         self.context = sim._render_context_offscreen
-        self._own: dict[tuple[bool, bool], Any] = {}  # (sized, msaa) -> MjrContext
 
     def render(self, camera: str, path: RenderPath, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(rgb, depth or None) bottom row first, as robosuite returns them."""
         size = self.size
-        # robosuite never makes its context current before drawing: with two environments in a process the
-        # last one built owns the GL state, and another's own framebuffers would be read as garbage
+        # robosuite never makes its context current before drawing: with two environments in one process
+        # the last one built owns the GL state
         self.context.gl_ctx.make_current()
-        if path.is_full:
+        if path.reflection:
             out = self.sim.render(camera_name=camera, width=size, height=size, depth=depth)
             return out if depth else (out, None)
-        return self._render_own(self.sim.model.camera_name2id(camera), path, depth)
+        return self._render_without_reflection(self.sim.model.camera_name2id(camera), depth)
 
-    def _con(self, path: RenderPath):
-        if not path.sized_buffer and path.msaa:
-            return self.context.con
-        key = (path.sized_buffer, path.msaa)
-        if key not in self._own:
-            import mujoco
-
-            model = self.sim.model._model
-            saved = model.vis.global_.offwidth, model.vis.global_.offheight, model.vis.quality.offsamples
-            if path.sized_buffer:
-                model.vis.global_.offwidth = model.vis.global_.offheight = self.size
-            if not path.msaa:
-                model.vis.quality.offsamples = 0
-            try:
-                self.context.gl_ctx.make_current()
-                con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-            finally:
-                model.vis.global_.offwidth, model.vis.global_.offheight, model.vis.quality.offsamples = saved
-                mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.context.con)
-            self._own[key] = con
-        return self._own[key]
-
-    def _render_own(self, camera_id: int, path: RenderPath, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _render_without_reflection(self, camera_id: int, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import mujoco
 
         ctx, size = self.context, self.size
-        con = self._con(path)
-        viewport = mujoco.MjrRect(0, 0, size, size)
-        ctx.cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        ctx.cam.fixedcamid = camera_id
-        mujoco.mjv_updateScene(self.sim.model._model, self.sim.data._data, ctx.vopt, ctx.pert, ctx.cam,
-                               mujoco.mjtCatBit.mjCAT_ALL, ctx.scn)
         flag = mujoco.mjtRndFlag.mjRND_REFLECTION
         before = ctx.scn.flags[flag]
-        ctx.scn.flags[flag] = int(path.reflection and before)
-        rgb = np.empty((size, size, 3), dtype=np.uint8)
-        z = np.empty((size, size), dtype=np.float32) if depth else None
-        try:
-            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, con)
-            mujoco.mjr_render(viewport, ctx.scn, con)
-            mujoco.mjr_readPixels(rgb=rgb, depth=z, viewport=viewport, con=con)
+        ctx.scn.flags[flag] = 0
+        try:  # robosuite's own render and read-back, with the one flag changed
+            ctx.render(width=size, height=size, camera_id=camera_id)
+            out = ctx.read_pixels(size, size, depth=depth)
         finally:
             ctx.scn.flags[flag] = before
-            # robosuite's own renders (segmentation, the full path) read whatever buffer is bound
-            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, ctx.con)
-        return rgb, z
+        return out if depth else (out, None)
 
     def close(self) -> None:
-        for con in self._own.values():
-            con.free()
-        self._own.clear()
+        """Nothing of its own to free: the context is robosuite's."""
+
+
+def fast_render_xml(size: int) -> Callable[[str], str]:
+    """robosuite XML processor for render="fast": offscreen buffer of the render size, no multisampling."""
+
+    def process(xml: str) -> str:
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(xml)
+        visual = root.find("visual")
+        if visual is None:
+            visual = ET.SubElement(root, "visual")
+        for tag, values in (("quality", {"offsamples": "0"}), ("global", {"offwidth": str(size), "offheight": str(size)})):
+            element = visual.find(tag)
+            if element is None:
+                element = ET.SubElement(visual, tag)
+            element.attrib.update(values)
+        return ET.tostring(root, encoding="unicode")
+
+    return process
 
 
 # ---------------------------------------------------------------------------------------------- guard

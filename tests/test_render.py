@@ -15,7 +15,8 @@ import pytest
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.suites.render_savings import (EXACT_SAVINGS, FAST_PATH, FULL_PATH, EpisodeRendering,
                                               OffscreenRenderer, RenderPath, RenderProof, RenderSetup, choose_paths,
-                                              frames_equal, guard_paths, proof_key, stack_identity)
+                                              fast_render_xml, frames_equal, guard_paths, proof_key,
+                                              stack_identity)
 
 SIZE = 64
 STACK = {"mujoco": "3.9.0", "mujoco_gl": "egl", "gl_renderer": "llvmpipe", "gl_version": "4.5",
@@ -65,32 +66,33 @@ def renderer_for(sim) -> OffscreenRenderer:
 
 
 def test_proof_refuses_what_it_has_not_proven():
-    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": DIFFERED, "sized_buffer": IDENTICAL}})
-    assert proof.proven(KEY, "sized_buffer", STACK, depth=False)
-    assert not proof.proven(KEY, "no_reflection", STACK, depth=False)  # a frame differed
-    assert not proof.proven(KEY, "no_reflection+sized_buffer", STACK, depth=False)  # never tried
+    wrist = proof_key("libero_spatial", "task_a", "robot0_eye_in_hand", 256)
+    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": IDENTICAL}, wrist: {"no_reflection": DIFFERED}})
+    assert proof.proven(KEY, "no_reflection", STACK, depth=False)
+    assert not proof.proven(wrist, "no_reflection", STACK, depth=False)  # a frame differed
+    assert not proof.proven(KEY, "another_saving", STACK, depth=False)  # never tried
     other_task = proof_key("libero_spatial", "task_b", "agentview", 256)
-    assert not proof.proven(other_task, "sized_buffer", STACK, depth=False)
+    assert not proof.proven(other_task, "no_reflection", STACK, depth=False)
     other_size = proof_key("libero_spatial", "task_a", "agentview", 128)
-    assert not proof.proven(other_size, "sized_buffer", STACK, depth=False)
+    assert not proof.proven(other_size, "no_reflection", STACK, depth=False)
     for change in ({"mujoco": "3.9.1"}, {"gl_renderer": "NVIDIA H200"}, {"assets_identity": "other"}):
-        assert not proof.proven(KEY, "sized_buffer", {**STACK, **change}, depth=False)
-    assert not RenderProof().proven(KEY, "sized_buffer", STACK, depth=False)  # no proof file at all
+        assert not proof.proven(KEY, "no_reflection", {**STACK, **change}, depth=False)
+    assert not RenderProof().proven(KEY, "no_reflection", STACK, depth=False)  # no proof file at all
 
 
 def test_proof_needs_depth_identity_for_depth_policies_and_frames_compared():
     rgb_only = {"frames": 10, "rgb_identical": True, "depth_identical": False}
-    proof = RenderProof(stack=STACK, entries={KEY: {"sized_buffer": rgb_only, "no_reflection": {"frames": 0,
-                                                    "rgb_identical": True, "depth_identical": True}}})
-    assert proof.proven(KEY, "sized_buffer", STACK, depth=False)
-    assert not proof.proven(KEY, "sized_buffer", STACK, depth=True)
-    assert not proof.proven(KEY, "no_reflection", STACK, depth=False)  # nothing was compared
+    nothing = {"frames": 0, "rgb_identical": True, "depth_identical": True}
+    other = proof_key("libero_spatial", "task_b", "agentview", 256)
+    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": rgb_only}, other: {"no_reflection": nothing}})
+    assert proof.proven(KEY, "no_reflection", STACK, depth=False)
+    assert not proof.proven(KEY, "no_reflection", STACK, depth=True)
+    assert not proof.proven(other, "no_reflection", STACK, depth=False)  # nothing was compared
 
 
-def test_choose_paths_takes_the_largest_proven_saving_else_the_full_path():
-    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": IDENTICAL, "sized_buffer": IDENTICAL,
-                                                    "no_reflection+sized_buffer": DIFFERED}})
+def test_choose_paths_takes_a_proven_saving_else_the_full_path():
     wrist = proof_key("libero_spatial", "task_a", "robot0_eye_in_hand", 256)
+    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": IDENTICAL}, wrist: {"no_reflection": DIFFERED}})
     paths = choose_paths(proof, STACK, {"agentview": KEY, "robot0_eye_in_hand": wrist}, depth=False, mode="exact")
     assert paths == {"agentview": EXACT_SAVINGS["no_reflection"], "robot0_eye_in_hand": FULL_PATH}
     assert choose_paths(proof, STACK, {"agentview": KEY}, False, "fast") == {"agentview": FAST_PATH}
@@ -99,12 +101,12 @@ def test_choose_paths_takes_the_largest_proven_saving_else_the_full_path():
 
 
 def test_proof_from_another_stack_is_replaced_not_mixed():
-    old = RenderProof(stack=STACK, entries={KEY: {"sized_buffer": IDENTICAL}})
+    old = RenderProof(stack=STACK, entries={KEY: {"no_reflection": IDENTICAL}})
     new_stack = {**STACK, "mujoco": "3.9.1"}
     other = proof_key("libero_spatial", "task_b", "agentview", 256)
-    merged = old.merged(new_stack, {other: {"sized_buffer": IDENTICAL}})
+    merged = old.merged(new_stack, {other: {"no_reflection": IDENTICAL}})
     assert set(merged.entries) == {other} and merged.identity != old.identity
-    assert set(old.merged(STACK, {other: {"sized_buffer": IDENTICAL}}).entries) == {KEY, other}
+    assert set(old.merged(STACK, {other: {"no_reflection": IDENTICAL}}).entries) == {KEY, other}
 
 
 def test_repository_proof_file_loads_and_only_lists_compared_frames():
@@ -147,7 +149,7 @@ def test_guard_falls_back_to_the_full_path_when_the_saving_changes_pixels(sim_of
 
 def test_guard_keeps_a_saving_that_changes_nothing(sim_of):
     renderer = renderer_for(sim_of(0.0))
-    wanted = {"view": EXACT_SAVINGS["no_reflection+sized_buffer"]}
+    wanted = {"view": EXACT_SAVINGS["no_reflection"]}
     used, outcomes, frames = guard_paths(lambda c, p: renderer.render(c, p, True), wanted)
     assert used == wanted and outcomes[0].result == "passed"
     assert frames_equal(frames["view"], renderer.render("view", FULL_PATH, True))
@@ -172,19 +174,28 @@ def test_episode_rendering_records_the_guard_fallback(sim_of):
     rendering.close()
 
 
-def test_fast_path_turns_msaa_off_and_is_never_guarded(sim_of):
-    renderer = renderer_for(sim_of(0.0))
-    fast, full = renderer.render("view", FAST_PATH, False)[0], renderer.render("view", FULL_PATH, False)[0]
-    assert not np.array_equal(fast, full)  # antialiased edges differ
-    used, outcomes, _ = guard_paths(lambda c, p: renderer.render(c, p, False), {"view": FAST_PATH})
-    assert used == {"view": FAST_PATH} and outcomes[0].result == "not_checked"
-    renderer.close()
+def test_fast_render_builds_the_context_without_msaa_and_is_never_guarded(sim_of):
+    from robosuite.utils.binding_utils import MjRenderContextOffscreen, MjSim
+
+    fast_sim = MjSim.from_xml_string(fast_render_xml(SIZE)(scene_xml(0.0)))
+    assert fast_sim.model.vis.quality.offsamples == 0 and fast_sim.model.vis.global_.offwidth == SIZE
+    MjRenderContextOffscreen(fast_sim, device_id=-1)
+    fast, exact = renderer_for(fast_sim), renderer_for(sim_of(0.0))
+    try:
+        assert exact.context.con.offSamples > 0 and fast.context.con.offSamples == 0
+        fast_rgb, exact_rgb = fast.render("view", FAST_PATH, False)[0], exact.render("view", FULL_PATH, False)[0]
+        assert not np.array_equal(fast_rgb, exact_rgb)  # antialiased edges differ
+        assert np.abs(fast_rgb.astype(int) - exact_rgb).mean() < 5  # ... and only they
+        used, outcomes, _ = guard_paths(lambda c, p: fast.render(c, p, False), {"view": FAST_PATH})
+        assert used == {"view": FAST_PATH} and outcomes[0].result == "not_checked"
+    finally:
+        fast_sim.free()
 
 
 def test_render_path_names():
     assert FULL_PATH.name == "full" and FULL_PATH.is_full
-    assert RenderPath(reflection=False, sized_buffer=True).name == "no_reflection+sized_buffer"
-    assert FAST_PATH.name == "sized_buffer+no_msaa"
+    assert RenderPath(reflection=False).name == "no_reflection"
+    assert FAST_PATH.name == "no_msaa"
 
 
 # ---------------------------------------------------------------------------------------------- protocol
@@ -232,3 +243,54 @@ def test_libero_observations_with_proven_savings_equal_the_full_path(libero_asse
         assert set(full.episode_info()["render"]["cameras"]) == {"agentview", "robot0_eye_in_hand"}
     finally:
         saved.close(), full.close()
+
+
+# ---------------------------------------------------------------------------------------------- resets
+
+
+def test_reset_proof_allows_soft_resets_only_where_proven_on_this_stack():
+    from lamp_bench.suites.render_resets import ResetProof, reset_key
+
+    stack = {"mujoco": "3.9.0", "robosuite": "1.4.0", "libero": "0.1.1", "numpy": "2.4", "assets_identity": "a"}
+    same, differed = reset_key("libero_spatial", "task_a"), reset_key("libero_spatial", "task_b")
+    proof = ResetProof(stack=stack, entries={same: {"identical": True, "soft_episodes": 2},
+                                             differed: {"identical": False, "soft_episodes": 2}})
+    assert proof.allows_soft(same, stack)
+    assert not proof.allows_soft(differed, stack)
+    assert not proof.allows_soft(reset_key("libero_spatial", "task_c"), stack)  # never replayed
+    assert not proof.allows_soft(same, {**stack, "mujoco": "3.9.1"})
+    assert not ResetProof(stack=stack, entries={same: {"identical": True, "soft_episodes": 0}}).allows_soft(same, stack)
+
+
+@pytest.mark.slow
+def test_soft_reset_replays_the_hard_reset_trajectory(libero_assets):
+    """Two episodes, the same actions: soft-resetting the second gives the hard reset's states step by step
+    (the gripper's integrated command is the state a kept model would otherwise carry over)."""
+    from lamp_bench.harness.policy import PolicyNeeds
+    from lamp_bench.harness.registry import SUITES, load_builtin_entries
+    from lamp_bench.harness.suite import Episode
+
+    load_builtin_entries()
+    suite = SUITES.build("libero_spatial")
+    actions = [np.array([0.4, 0.1, -0.3, 0, 0, 0.2, 1.0])] * 6 + [np.array([0, 0, 0.3, 0, 0, 0, -1.0])] * 4
+
+    def trajectory(soft: bool):
+        env = suite.make_env(PolicyNeeds(cameras=(), proprio=True))
+        env.soft_reset_allowed = lambda task_id: soft
+        states, kinds = [], []
+        try:
+            for init in (0, 1):
+                env.reset(Episode("libero_spatial", 0, init, 0))
+                kinds.append(env.episode_info()["reset"])
+                for action in actions:
+                    env.step(action)
+                    sim = env.sim_env.sim
+                    states.append(np.concatenate([sim.get_state().flatten(), sim.data._data.qacc_warmstart]))
+        finally:
+            env.close()
+        return np.stack(states), kinds
+
+    hard, hard_kinds = trajectory(False)
+    soft, soft_kinds = trajectory(True)
+    assert hard_kinds == ["hard", "hard"] and soft_kinds == ["hard", "soft"]
+    assert np.array_equal(hard, soft)

@@ -164,7 +164,9 @@ class LiberoPlusSuite(LiberoSuite):
                             official_bddl=str(bddl_dir / f"{e.name}.bddl"))
 
     def make_env(self, needs) -> LiberoPlusEnv:
-        return LiberoPlusEnv(self.task_spec, needs, self.protocol, self.assets, self.assets / "textures")
+        env = LiberoPlusEnv(self.task_spec, needs, self.protocol, self.assets, self.assets / "textures")
+        env.render_setup = self.render_setup()  # proven exact render savings (suites/render_savings.py)
+        return env
 
     def provenance(self) -> dict[str, Any]:
         prov = super().provenance()
@@ -273,7 +275,7 @@ class LiberoPlusEnv(LiberoEnv):
         return observation
 
     def episode_info(self) -> dict[str, Any]:
-        return dict(self._info)
+        return {**super().episode_info(), **self._info}
 
 
 register_suite(SUITE)(LiberoPlusSuite)
