@@ -11,7 +11,8 @@ A sweep file (see sweeps/paper.toml) has four kinds of tables:
                               episodes_per_task, seeds | seed, envs_per_worker, chunk_size,
                               kwargs = {..} suite arguments (assets = "${VAR}", per_category = 5, ...)
     [tables.<name>]           one table of the paper: policies = [labels], suites = [keys], and optional
-                              overrides of tasks, episodes_per_task, seeds | seed
+                              overrides of tasks, episodes_per_task, seeds | seed; or paper = true: the
+                              paper's table of that name (policies and suites from lamp_bench.results.paper)
 
 Expansion: sweep -> cells (one per label x suite, shared between tables) -> episodes (the suite's own
 enumeration) -> jobs (a job loads its policy once and runs a chunk of its cell's episodes). Job
