@@ -91,7 +91,7 @@ def check_disjoint(selection_states: Sequence[int], evaluation_states: Sequence[
     shared = sorted(set(selection_states) & set(evaluation_states))
     if shared:
         raise ConfigError(f"{where}: evaluation init states {_span(shared)} were used to select the checkpoint; "
-                          "evaluate on other init states (set the cell's init_states) or select on others")
+                          "select on init states the evaluation does not use (a cell evaluates states 0..episodes_per_task-1)")
 
 
 def _span(ids: Sequence[int]) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from lamp_bench.harness.executors import JobSpec, split_into_jobs
 from lamp_bench.harness.registry import SUITES
 from lamp_bench.harness.suite import Episode
 from lamp_bench.harness.sweep.schema import Cell, Sweep, SweepError
+from lamp_bench.harness.sweep.steps import resolve_checkpoint
 
 
 def job_key(spec: JobSpec) -> str:
@@ -34,6 +35,7 @@ class SweepPlan:
     results_dir: Path
     cells: list[Cell]
     jobs: list[PlannedJob]
+    steps: Any = None  # harness.sweep.steps.StepGraph, run before the cells
 
     def cell_episodes(self) -> list[list[Episode]]:
         out: list[list[Episode]] = [[] for _ in self.cells]
@@ -50,7 +52,7 @@ def plan_sweep(sweep: Sweep, out: str | Path, chunk_size: int | None = None) -> 
         raise SweepError(f"--chunk-size must be >= 1, got {chunk_size}")
     out = Path(out)
     suites: dict[str, Any] = {}
-    cells = sweep.cells(chunk_size)
+    cells = [replace(c, policy_kwargs=resolve_checkpoint(c.policy_kwargs, out, sweep.steps)) for c in sweep.cells(chunk_size)]
     jobs: list[PlannedJob] = []
     for index, cell in enumerate(cells):
         cache_key = json.dumps([cell.suite, cell.suite_kwargs], sort_keys=True, default=str)
@@ -65,4 +67,4 @@ def plan_sweep(sweep: Sweep, out: str | Path, chunk_size: int | None = None) -> 
         n_jobs = -(-len(episodes) // cell.chunk_size)
         for chunk in split_into_jobs(spec, n_jobs):
             jobs.append(PlannedJob(job_key(chunk), index, chunk))
-    return SweepPlan(sweep.name, str(sweep.path), out, cells, jobs)
+    return SweepPlan(sweep.name, str(sweep.path), out, cells, jobs, sweep.steps)

@@ -9,6 +9,7 @@ from lamp_bench.harness.executors import JobsFailed, default_workers, run_local
 from lamp_bench.harness.slurm import LIVE_SLURM_STATES, SlurmError, SlurmOptions, SlurmRun, SlurmRunner, slurm_states
 from lamp_bench.harness.sweep.ledger import Ledger, TrackedJob, jobs_dir, write_plan
 from lamp_bench.harness.sweep.planning import PlannedJob, SweepPlan, job_key
+from lamp_bench.harness.sweep.step_runs import blocked_cells, submit_after_steps
 from lamp_bench.results.record import EpisodeKey
 from lamp_bench.results.store import EpisodeStore
 
@@ -46,8 +47,9 @@ def run_sweep(
     if detach and executor != "slurm":
         raise ConfigError("--detach needs --executor slurm (inline and local jobs end with this process)")
     write_plan(plan)
+    blocked = blocked_cells(plan, executor, slurm)  # demos and training steps first; a failed one blocks its cells
     done = EpisodeStore(plan.results_dir).done_keys()
-    todo = [job for job in plan.jobs if job.spec.unfinished(done)]
+    todo = [job for job in plan.jobs if job.cell not in blocked and job.spec.unfinished(done)]
     result = SweepResult(jobs=len(plan.jobs), started=0)
     if executor == "inline":
         return _run_inline(plan, todo, result, on_progress)
@@ -145,7 +147,7 @@ def _run_slurm(plan: SweepPlan, todo: list[PlannedJob], result: SweepResult, opt
         left = job.spec.unfinished(done)
         if left:
             specs.append(job.spec if len(left) == len(job.spec.episodes) else replace(job.spec, episodes=left))
-    runs = runner.submit(specs)
+    runs = submit_after_steps(runner, specs, out)  # afterok on the training jobs they evaluate
     ledger.save()
     result.started, result.adopted = len(runs), len(adopted)
     if detach:

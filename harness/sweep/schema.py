@@ -104,6 +104,7 @@ class Sweep:
     suites: Mapping[str, SuiteEntry]
     tables: Mapping[str, TableEntry]
     defaults: Settings
+    steps: Any = None  # harness.sweep.steps.StepGraph: [demos.*] and [train.*] steps, if any
 
     def cells(self, chunk_size: int | None = None) -> list[Cell]:
         """Label x suite cells in table order; a cell shared by several tables appears once."""

@@ -12,6 +12,7 @@ from lamp_bench.harness.config import ConfigError, parse_ids, tomllib
 from lamp_bench.harness.registry import POLICIES, SUITES, Registry, UnknownNameError, load_builtin_entries
 from lamp_bench.harness.sweep.schema import (LABEL_PATTERN, PolicyEntry, Settings, SuiteEntry, Sweep, SweepError,
                                              TableEntry)
+from lamp_bench.harness.sweep.steps import TRAIN_REF, with_steps
 from lamp_bench.results.paper import PAPER_TABLES
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -180,7 +181,7 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
         raise SweepError(f"{path}: not valid TOML: {error}") from None
     load_builtin_entries()
     top = _Where(path, "top level")
-    top.check_keys(data, ("sweep", "policies", "suites", "tables"))
+    top.check_keys(data, ("sweep", "policies", "suites", "tables", "demos", "train"))
     for key in ("sweep", "policies", "suites", "tables"):
         if key in data and not isinstance(data[key], dict):
             raise top.error(key, f"must be a table ([{key}] / [{key}.<name>]), got {type(data[key]).__name__}")
@@ -204,7 +205,7 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
         except UnknownNameError as error:
             raise where.error("policy", str(error)) from None
         checkpoint = where.get(entry, "checkpoint", str)
-        if checkpoint is not None:
+        if checkpoint is not None and not checkpoint.startswith(TRAIN_REF):  # train:X: checked with the steps
             checkpoint = str(Path(where.expand("checkpoint", checkpoint)).resolve())
             if check_checkpoints and not Path(checkpoint).is_dir():
                 raise where.error("checkpoint", f"{checkpoint} (from {entry['checkpoint']!r}) is not a directory; "
@@ -256,4 +257,4 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
     sweep = Sweep(path, head.get(meta, "name", str, path.stem), head.get(meta, "description", str, ""),
                   policies, suites, tables, defaults)
     sweep.cells()  # reports label/suite conflicts between tables now
-    return sweep
+    return with_steps(sweep, data)  # [demos.*] / [train.*] and the cells' checkpoint = "train:X"
