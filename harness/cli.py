@@ -222,7 +222,7 @@ def sweep(
 ) -> None:
     """Run a sweep (policies x suites x settings) as jobs; resumable and preemption-safe."""
     from lamp_bench.harness.executors import SlurmOptions
-    from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status
+    from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status, write_plan
 
     plan = plan_sweep(load_sweep(file), out, chunk_size)
     if envs_per_worker is not None:
@@ -238,6 +238,7 @@ def sweep(
     with _progress() as progress:
         bar = progress.add_task(plan.name, total=total)
         refresh = lambda: progress.update(bar, completed=sum(c.done + c.failed for c in sweep_status(out)))
+        write_plan(plan)  # status reads the plan: a fresh results directory has none yet
         refresh()
         result = run_sweep(plan, executor, workers=workers, slurm=slurm if executor == "slurm" else None,
                            detach=detach, on_progress=refresh)
@@ -266,6 +267,9 @@ def _print_status(out: Path) -> None:
     for cell in cells:
         for error in cell.errors[:3]:
             console.print(f"{cell.label}/{cell.suite}: {error}", highlight=False)
+    from lamp_bench.harness.sweep.step_status import print_steps
+
+    print_steps(out, console)  # demos and training steps, cells they block, held-out flags
 
 
 @app.command()
