@@ -96,7 +96,8 @@ def main() -> None:
         stack = reset_stack(suite._assets_identity)
         for task_id in parse_ids(args.tasks) or [t.task_id for t in suite.tasks()]:
             task = suite.task(task_id)
-            steps = args.steps or suite.max_steps(task)
+            episode_steps = suite.max_steps(task)
+            steps = args.steps or episode_steps
             actions = np.tile(NOOP, (steps, 1)) if args.noop else fixed_actions(steps)
             hard = run_episodes(suite, task_id, args.episodes, steps, actions, soft=False)
             soft = run_episodes(suite, task_id, args.episodes, steps, actions, soft=True)
@@ -104,8 +105,8 @@ def main() -> None:
             hard_reset = float(np.median(hard["reset_s"][1:] or hard["reset_s"]))
             soft_reset = float(np.median(soft["reset_s"][1:])) if args.episodes > 1 else None
             step = float(np.median(hard["step_s"])) if hard["step_s"] else 0.0
-            episode_steps = suite.max_steps(task)
             entry = {**verdict, "soft_episodes": soft["kinds"].count("soft"), "steps": steps,
+                     "whole_episodes": steps >= episode_steps,  # shorter replays are recorded, not trusted
                      "episodes": args.episodes, "actions": "noop" if args.noop else "fixed_sweep"}
             entries[reset_key(name, task.name)] = entry
             out["tasks"][f"{name}/{task_id}"] = {

@@ -16,6 +16,7 @@ bddl, torch CPU); the script checks and says what is missing.
 
 Full run (quiet machine, ~25 min):  python benchmarks/vla_eval_side_by_side.py --tasks 4 --episodes 2
 Smallest:                           python benchmarks/vla_eval_side_by_side.py --tasks 2 --episodes 1
+lamp-bench's side alone (envs-per-worker 2 vs the two-process ceiling): add --lamp-bench-only
 """
 from __future__ import annotations
 
@@ -169,23 +170,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=4, help="LIBERO-Spatial tasks 0..N-1")
     parser.add_argument("--episodes", type=int, default=2, help="episodes (init states 0..E-1) per task")
+    parser.add_argument("--lamp-bench-only", action="store_true",
+                        help="only lamp-bench's three configurations (no peer needed; no ratios)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    try:
-        check_peer()
-    except PeerMissing as missing:
-        raise SystemExit(f"not run: {missing}")
+    if not args.lamp_bench_only:
+        try:
+            check_peer()
+        except PeerMissing as missing:
+            raise SystemExit(f"not run: {missing}")
     total = args.tasks * args.episodes
-    result = {"command": {"tasks": args.tasks, "episodes": args.episodes}, "load_average_before": os.getloadavg(),
+    result = {"command": {"tasks": args.tasks, "episodes": args.episodes, "lamp_bench_only": args.lamp_bench_only},
+              "load_average_before": os.getloadavg(),
               "steps_per_episode": STEPS}
     with tempfile.TemporaryDirectory(prefix="side_by_side_") as tmp:
         work = Path(tmp)
-        result["vla_eval_1"] = rates(run_vla_eval(work, args.tasks, args.episodes, 1), total)
+        if not args.lamp_bench_only:
+            result["vla_eval_1"] = rates(run_vla_eval(work, args.tasks, args.episodes, 1), total)
         result["lamp_bench_1"] = rates(lamp_bench(work, args.tasks, args.episodes, "one"), total)
-        result["vla_eval_2"] = rates(run_vla_eval(work, args.tasks, args.episodes, 2), total)
+        if not args.lamp_bench_only:
+            result["vla_eval_2"] = rates(run_vla_eval(work, args.tasks, args.episodes, 2), total)
         result["lamp_bench_envs2"] = rates(lamp_bench(work, args.tasks, args.episodes, "envs2"), total)
         result["lamp_bench_ceiling2"] = rates(lamp_bench(work, args.tasks, args.episodes, "ceiling"), total)
     for n, lamp in (("1", "lamp_bench_1"), ("2", "lamp_bench_envs2")):
+        if args.lamp_bench_only:
+            break
         peer = result[f"vla_eval_{n}"]
         result[f"ratio_episodes_per_hour_{n}"] = result[lamp]["episodes_per_hour"] / peer["episodes_per_hour"]
         result[f"ratio_cpu_per_step_{n}"] = result[lamp]["cpu_s_per_step"] / peer["cpu_s_per_step"]

@@ -7,6 +7,13 @@ task); 10 settle steps with the no-op action [0,0,0,0,0,0,-1] run inside `reset`
 (`env.check_success()`, LIBERO's `done`). Images are rendered 256x256, rotated 180 degrees as OpenVLA does
 and resized (Lanczos) to `PolicyNeeds.image_size`.
 
+Rendering (suites/render_savings.py). `render="exact"` (the default protocol) draws robosuite's own way,
+except where suites/render_proof.json proved a saving bit-identical for the (suite, task, camera, size) on
+this stack; a guard re-checks it at every episode start and falls back to the full path (the outcome is in
+the episode's info, `render`). `render="fast"` (MSAA off) changes pixels: its own protocol identity.
+Resets (suites/render_resets.py): LIBERO hard-resets on every episode; a soft reset (model kept) is used
+only where suites/reset_proof.json proved it reproduces the hard reset's trajectories (info: `reset`).
+
 Image geometry. MuJoCo reads pixels back bottom row first, so LIBERO's raw image is the pinhole view
 flipped vertically; OpenVLA's 180-degree rotation of it is therefore the pinhole view mirrored left-right.
 A mirror is no rigid motion, so it lives in the intrinsics: `Observation.intrinsics[role]` has fx < 0

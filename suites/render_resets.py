@@ -68,11 +68,13 @@ class ResetProof:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     def allows_soft(self, key: str, stack: Mapping[str, Any]) -> bool:
-        """True only for a (suite, task) replayed on this stack over several episodes without a difference."""
+        """True only for a (suite, task) replayed on this stack over several whole episodes without a
+        difference."""
         if not self.stack or dict(self.stack) != dict(stack):
             return False
         result = self.entries.get(key)
-        return bool(result) and result.get("identical") is True and result.get("soft_episodes", 0) > 0
+        return (bool(result) and result.get("identical") is True and result.get("soft_episodes", 0) > 0
+                and result.get("whole_episodes") is True)
 
     def merged(self, stack: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]) -> "ResetProof":
         kept = dict(self.entries) if dict(self.stack) == dict(stack) else {}

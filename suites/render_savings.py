@@ -104,11 +104,13 @@ class RenderProof:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     def proven(self, key: str, saving: str, stack: Mapping[str, Any], depth: bool) -> bool:
-        """True only where the proof ran on this very stack and no compared frame ever differed."""
+        """True only where the proof ran whole episodes on this very stack and no frame ever differed."""
         if not self.stack or dict(self.stack) != dict(stack):
             return False
         result = self.entries.get(key, {}).get(saving)
-        if not result or result.get("frames", 0) <= 0 or not result.get("rgb_identical"):
+        if not result or result.get("frames", 0) <= 0 or not result.get("whole_episodes"):
+            return False
+        if not result.get("rgb_identical"):
             return False
         return bool(result.get("depth_identical")) if depth else True
 

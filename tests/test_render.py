@@ -22,8 +22,8 @@ SIZE = 64
 STACK = {"mujoco": "3.9.0", "mujoco_gl": "egl", "gl_renderer": "llvmpipe", "gl_version": "4.5",
          "assets_identity": "abc"}
 KEY = proof_key("libero_spatial", "task_a", "agentview", 256)
-IDENTICAL = {"frames": 221, "rgb_identical": True, "depth_identical": True}
-DIFFERED = {"frames": 3, "rgb_identical": False, "depth_identical": True}
+IDENTICAL = {"frames": 221, "rgb_identical": True, "depth_identical": True, "whole_episodes": True}
+DIFFERED = {"frames": 3, "rgb_identical": False, "depth_identical": True, "whole_episodes": True}
 
 
 def scene_xml(reflectance: float) -> str:
@@ -81,13 +81,16 @@ def test_proof_refuses_what_it_has_not_proven():
 
 
 def test_proof_needs_depth_identity_for_depth_policies_and_frames_compared():
-    rgb_only = {"frames": 10, "rgb_identical": True, "depth_identical": False}
-    nothing = {"frames": 0, "rgb_identical": True, "depth_identical": True}
-    other = proof_key("libero_spatial", "task_b", "agentview", 256)
-    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": rgb_only}, other: {"no_reflection": nothing}})
+    rgb_only = {**IDENTICAL, "depth_identical": False}
+    nothing = {**IDENTICAL, "frames": 0}
+    short = {**IDENTICAL, "frames": 11, "whole_episodes": False}  # e.g. --steps 10: a smoke run, no proof
+    other, third = (proof_key("libero_spatial", t, "agentview", 256) for t in ("task_b", "task_c"))
+    proof = RenderProof(stack=STACK, entries={KEY: {"no_reflection": rgb_only}, other: {"no_reflection": nothing},
+                                              third: {"no_reflection": short}})
     assert proof.proven(KEY, "no_reflection", STACK, depth=False)
     assert not proof.proven(KEY, "no_reflection", STACK, depth=True)
     assert not proof.proven(other, "no_reflection", STACK, depth=False)  # nothing was compared
+    assert not proof.proven(third, "no_reflection", STACK, depth=False)  # not whole episodes
 
 
 def test_choose_paths_takes_a_proven_saving_else_the_full_path():
@@ -253,13 +256,17 @@ def test_reset_proof_allows_soft_resets_only_where_proven_on_this_stack():
 
     stack = {"mujoco": "3.9.0", "robosuite": "1.4.0", "libero": "0.1.1", "numpy": "2.4", "assets_identity": "a"}
     same, differed = reset_key("libero_spatial", "task_a"), reset_key("libero_spatial", "task_b")
-    proof = ResetProof(stack=stack, entries={same: {"identical": True, "soft_episodes": 2},
-                                             differed: {"identical": False, "soft_episodes": 2}})
+    short = reset_key("libero_spatial", "task_d")
+    proof = ResetProof(stack=stack, entries={same: {"identical": True, "soft_episodes": 2, "whole_episodes": True},
+                                             differed: {"identical": False, "soft_episodes": 2, "whole_episodes": True},
+                                             short: {"identical": True, "soft_episodes": 2, "whole_episodes": False}})
     assert proof.allows_soft(same, stack)
     assert not proof.allows_soft(differed, stack)
+    assert not proof.allows_soft(short, stack)  # a replay shorter than the protocol's episodes
     assert not proof.allows_soft(reset_key("libero_spatial", "task_c"), stack)  # never replayed
     assert not proof.allows_soft(same, {**stack, "mujoco": "3.9.1"})
-    assert not ResetProof(stack=stack, entries={same: {"identical": True, "soft_episodes": 0}}).allows_soft(same, stack)
+    no_soft = {"identical": True, "soft_episodes": 0, "whole_episodes": True}
+    assert not ResetProof(stack=stack, entries={same: no_soft}).allows_soft(same, stack)
 
 
 @pytest.mark.slow
