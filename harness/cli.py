@@ -14,11 +14,14 @@ from rich.table import Table
 
 from lamp_bench.harness.config import ConfigError, parse_ids
 from lamp_bench.harness.registry import POLICIES, SUITES, UnknownNameError, load_builtin_entries
+from lamp_bench.results.errors import ResultsInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark and ablation harness for LaMP-style vision-language-action policies.")
 console = Console(stderr=True)
-USER_ERRORS = (UnknownNameError, ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+# Bad input: a name, a path, a setting. Every other exception is a bug in lamp-bench (or a library) and
+# shows as one, with its traceback: a ValueError from deep inside must never pass for a user's mistake.
+USER_ERRORS = (UnknownNameError, ConfigError, ResultsInputError, FileNotFoundError, NotADirectoryError)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -31,6 +34,10 @@ def user_errors(command: Callable) -> Callable:
         except USER_ERRORS as error:
             console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
+        except Exception:
+            console.print("[red]internal error[/red] (a bug, not your input; please report it with the traceback "
+                          "below)", highlight=False)
+            raise
 
     return wrapper
 
@@ -89,6 +96,11 @@ def run(
         help="environments stepped in lockstep per worker, one batched policy call "
              "(default: 8 on a GPU node, else one per core of the worker, at most 4)"),
     record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
+    env_retries: int = typer.Option(2, "--env-retries", min=0,
+                                    help="retries of an episode whose environment crashed, hung or failed, each in "
+                                         "a fresh environment (left as env_error after that; a re-run retries it)"),
+    server: Optional[str] = typer.Option(None, "--server", help="remote policy: the server's ws://HOST:PORT"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="remote policy: openpi | vla-eval"),
     until: Optional[str] = typer.Option(None, "--until", help="decided: add episodes in rounds until the paired "
                                         "comparison with --against is decided (group-sequential test)"),
     against: Optional[str] = typer.Option(None, "--against", help="--until decided: the baseline label in --out"),
@@ -96,11 +108,6 @@ def run(
                                          "(default: all of the run's episodes the baseline has)"),
     round_size: Optional[int] = typer.Option(None, "--round-size", min=1,
                                              help="--until decided: episodes per round (default: budget / 5)"),
-    env_retries: int = typer.Option(2, "--env-retries", min=0,
-                                    help="retries of an episode whose environment crashed, hung or failed, each in "
-                                         "a fresh environment (left as env_error after that; a re-run retries it)"),
-    server: Optional[str] = typer.Option(None, "--server", help="remote policy: the server's ws://HOST:PORT"),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="remote policy: openpi | vla-eval"),
 ) -> None:
     """Evaluate a policy on a suite; resumable (finished episodes are skipped)."""
     from lamp_bench.harness.executors import (JobsFailed, JobSpec, default_envs_per_worker, default_workers,
@@ -113,9 +120,10 @@ def run(
     from lamp_bench.harness import sequential
     sequential.check_request(until, against, out)
     if executor not in ("inline", "local"):
-        raise ValueError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
+        raise ConfigError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
     n_workers = 1 if executor == "inline" else (workers or default_workers())
     envs_per_worker = envs_per_worker or default_envs_per_worker(n_workers)
+    check_machine([suite], suite_kwargs(assets))
     suite_obj = SUITES.build(suite, **suite_kwargs(assets))
     episodes = suite_obj.episodes(parse_ids(tasks), episodes_per_task, seed)
     spec = JobSpec(policy=policy, suite=suite, episodes=episodes, results_dir=str(out), label=label or policy,
@@ -149,6 +157,17 @@ def run(
         console.print("[red]worker jobs that failed[/red] (their finished episodes are kept):\n"
                       + "\n".join(map(str, failed)), highlight=False)
         raise typer.Exit(1)
+
+
+def check_machine(suites: list[str], kwargs: Optional[dict] = None) -> None:
+    """The doctor's cheap checks and the suites' canaries, before anything starts or is submitted: a
+    missing part refuses (ConfigError); a drifted stack is said loudly, and recorded with every episode."""
+    from lamp_bench.harness.doctor import preflight
+
+    for family, verdict in preflight(suites, kwargs).items():
+        if verdict["status"] == "fail":
+            console.print(f"[yellow]warning:[/yellow] canary {family}: {verdict['detail']} (see `lamp-bench doctor`)",
+                          highlight=False)
 
 
 def _progress() -> Progress:
@@ -225,6 +244,8 @@ def sweep(
     from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status, write_plan
 
     plan = plan_sweep(load_sweep(file), out, chunk_size)
+    if executor != "slurm":  # Slurm jobs run on other nodes; they check themselves when they start
+        check_machine(sorted({job.spec.suite for job in plan.jobs}))
     if envs_per_worker is not None:
         for job in plan.jobs:
             job.spec.envs_per_worker = envs_per_worker
@@ -320,7 +341,7 @@ def train(
     from lamp_bench.models.training.loop import train as run_training
 
     if config is None and (preset is None or not data):
-        raise ValueError("give --config FILE, or --preset P with --data DIR")
+        raise ConfigError("give --config FILE, or --preset P with --data DIR")
     if policy is not None:
         POLICIES.check(policy)
     cfg = build_train_config(config, preset=preset, data=[str(d) for d in data] if data else None,
@@ -392,7 +413,9 @@ def profile(
 
 
 # Commands kept in modules of their own (harness/cli_*.py) register on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_trials", "lamp_bench.harness.cli_stats", "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_lineage", "lamp_bench.harness.cli_remote")
+COMMAND_MODULES: tuple[str, ...] = ("lamp_bench.harness.cli_doctor", "lamp_bench.harness.cli_trials",
+                                    "lamp_bench.harness.cli_convert", "lamp_bench.harness.cli_remote",
+                                    "lamp_bench.harness.cli_stats", "lamp_bench.harness.cli_lineage")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
@@ -402,4 +425,8 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m lamp_bench.harness.cli`: run the app of the imported module, the one the command
+    # modules registered on (this file, run as __main__, is a second copy of it).
+    from lamp_bench.harness import cli as _cli
+
+    sys.exit(_cli.main())

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, PolicyNeeds
 from lamp_bench.harness.registry import POLICIES, SUITES, load_builtin_entries
 from lamp_bench.harness.suite import Episode, SuiteEnv
@@ -82,7 +83,7 @@ def collect_demos(
     load_builtin_entries()
     SUITES.check(suite)
     if episodes_per_task < 1:
-        raise ValueError(f"--episodes-per-task must be >= 1; got {episodes_per_task}")
+        raise ConfigError(f"--episodes-per-task must be >= 1; got {episodes_per_task}")
     suite_obj = SUITES.build(suite, **({"assets": str(assets)} if assets is not None else {}))
     task_list = suite_obj.tasks() if tasks is None else [suite_obj.task(t) for t in tasks]
     oracle = POLICIES.build("oracle")

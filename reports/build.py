@@ -10,6 +10,7 @@ from typing import Iterable
 
 from lamp_bench.reports import comparisons, figures, gallery, layouts, lineage, real_world, render
 from lamp_bench.results.aggregate import episode_frame, load_profiles, provenance_summary
+from lamp_bench.results.errors import ResultsInputError
 from lamp_bench.results.store import EpisodeStore
 
 FORMATS = ("md", "tex", "csv", "html")
@@ -20,7 +21,7 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown or not chosen:
-        raise ValueError(f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
+        raise ResultsInputError(f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
                          f"choose from {', '.join(FORMATS)} (e.g. --format md,html)")
     return chosen
 
@@ -46,7 +47,7 @@ def build_report(
     profiles = load_profiles(results_dir)
     trials = real_world.load_trials(results_dir)
     if not records and not profiles and not trials.records:
-        raise ValueError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl), no "
+        raise ResultsInputError(f"{results_dir} holds no episode records ({store.episodes_dir}/*.jsonl), no "
                          "profile/*.json and no trials/*.jsonl; run `lamp-bench run` (or `lamp-bench profile`, "
                          "`lamp-bench trials record`) first")
     episodes = len(records)
@@ -57,7 +58,7 @@ def build_report(
     del records  # the frame and the provenance hold what is needed; ~1e5 live dicts make every later GC pass slow
     labels = sorted(map(str, frame["label"].unique())) if not frame.empty else []
     if baseline is not None and baseline not in labels and baseline not in trials.labels:
-        raise ValueError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
+        raise ResultsInputError(f"baseline {baseline!r} is not a label in {results_dir}; labels: {', '.join(labels)}")
     sections = layouts.build_sections(frame, provenance, profiles, layouts.load_paper_numbers(), show_paper, baseline)
     sections += real_world.build_sections(trials, layouts.load_paper_numbers(), show_paper, baseline)
     sections += layouts.sequential_sections(results_dir)  # `run --until decided` decisions

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lamp_bench.results import clustered, stats
+from lamp_bench.results.errors import ResultsInputError
 from lamp_bench.results.record import ENV_ERROR, LEGACY_ERROR, POLICY_ERROR
 from lamp_bench.results.store import EpisodeStore
 
@@ -275,9 +276,9 @@ def load_profiles(results_dir: str | Path) -> list[Profile]:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"profile file {path} is not valid JSON ({error}); re-run `lamp-bench profile`") from None
+            raise ResultsInputError(f"profile file {path} is not valid JSON ({error}); re-run `lamp-bench profile`") from None
         if not isinstance(data, dict) or "policy" not in data or "total_ms" not in data:
-            raise ValueError(f"profile file {path} lacks 'policy' or 'total_ms'; is it a `lamp-bench profile` output?")
+            raise ResultsInputError(f"profile file {path} lacks 'policy' or 'total_ms'; is it a `lamp-bench profile` output?")
         components = data.get("components_ms") or {}
         try:
             components = {k: float(v) for k, v in components.items() if v is not None}
@@ -285,7 +286,7 @@ def load_profiles(results_dir: str | Path) -> list[Profile]:
             ratio = data.get("ratio_to_no_motion")
             ratio = None if ratio is None else float(ratio)
         except (TypeError, ValueError, AttributeError):
-            raise ValueError(f"profile file {path} has non-numeric timings; expected milliseconds") from None
+            raise ResultsInputError(f"profile file {path} has non-numeric timings; expected milliseconds") from None
         known = {"policy", "preset", "batch", "components_ms", "total_ms", "ratio_to_no_motion"}
         profiles.append(Profile(path, str(data["policy"]), data.get("preset"), data.get("batch"), components, total,
                                 ratio, {k: v for k, v in data.items() if k not in known}))
