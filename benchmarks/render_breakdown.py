@@ -23,6 +23,7 @@ Small run:                python benchmarks/render_breakdown.py --tasks 0 --repe
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -199,6 +200,10 @@ def main() -> None:
         task = {c: stage_summary(samples[c], physics) for c in CAMERAS}
         task["context_creation_s"] = context_creation_s(sim)
         stages.sized.free(), stages.plain.free()
+        # robosuite's EGL context calls eglReleaseThread when freed: let this task's context go now, while it
+        # is current, not when a later task's is (references held here would delay it)
+        del stages, sim
+        gc.collect()
         env.close()
         task["env_steps"] = {r: env_steps_per_second(args.suite, task_id, r, args.steps, args.image_size)
                              for r in ("exact", "fast")}
