@@ -84,7 +84,7 @@ def prove_task(suite_name: str, task_id: int, steps: int | None, episodes: int, 
                     if done:
                         break
             finally:
-                renderer.close()
+                del renderer  # before the next reset frees the model and context it holds
     finally:
         env.close()
     entries = {proof_key(suite.name, task.name, c, size): results[c] for c in cameras}

@@ -9,14 +9,15 @@ Two kinds of saving, kept apart:
   `suites/render_proof.json`; anything it does not list is unproven, and unproven means off.
     - "no_reflection": the reflection pass (`mjRND_REFLECTION`) off. MuJoCo draws the whole scene once
       more, mirrored, for every reflective plane or box in view; where that draws nothing visible it is
-      pure cost. (LIBERO's flat stove is a reflective box whose reflection is visible, so scenes with
-      it in view fail the proof.)
-  Measured and not used: an offscreen buffer of the render size (256x256) instead of the model's 640x480
-  was bit-identical but saved no measurable time (benchmarks/render_breakdown.py: buffer_640_ms), while a
-  second MjrContext per episode (a hard reset frees the first) costs ~1.9 s of texture upload on llvmpipe.
+      pure cost. On the shared asset pack the only reflective box in LIBERO's scenes is the flat stove,
+      and its reflection is visible: scenes with it fail the proof, scenes without it pass and save
+      nothing (benchmarks/results/render_proof*.json).
   A runtime guard (`guard_paths`) re-checks at every episode start: one render with and one without the
   saving, compared; a camera whose frames differ falls back to the full path for the episode, and the
   outcome goes into the episode's info.
+  Measured and not used: an offscreen buffer of the render size (256x256) instead of the model's 640x480
+  was bit-identical but saved no measurable time (benchmarks/render_breakdown.py: buffer_640_ms), while a
+  second MjrContext per episode (a hard reset frees the first) costs 0.4-1.9 s of texture upload on llvmpipe.
 * `render="fast"`: MSAA off (changes pixels: mean ~1.2 grey levels). robosuite's own offscreen context is
   built without multisampling and at the render size (`fast_render_xml` edits the model XML's <visual>
   before each load). A protocol of its own (recorded in the suite's protocol identity), never the default,
@@ -163,8 +164,9 @@ class OffscreenRenderer:
     def render(self, camera: str, path: RenderPath, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(rgb, depth or None) bottom row first, as robosuite returns them."""
         size = self.size
-        # robosuite never makes its context current before drawing: with two environments in one process
-        # the last one built owns the GL state
+        # robosuite never makes its context current before drawing, and freeing any of its EGL contexts
+        # releases the thread's current one (eglReleaseThread); two environments in one process would draw
+        # into whichever context happens to be current
         self.context.gl_ctx.make_current()
         if path.reflection:
             out = self.sim.render(camera_name=camera, width=size, height=size, depth=depth)
@@ -184,9 +186,6 @@ class OffscreenRenderer:
         finally:
             ctx.scn.flags[flag] = before
         return out if depth else (out, None)
-
-    def close(self) -> None:
-        """Nothing of its own to free: the context is robosuite's."""
 
 
 def fast_render_xml(size: int) -> Callable[[str], str]:
@@ -293,4 +292,7 @@ class EpisodeRendering:
         return self.renderer.render(camera, self.paths[camera], self.depth)
 
     def close(self) -> None:
-        self.renderer.close()
+        """Drop the references to the model and its context before a reset frees them (robosuite frees
+        its context when the last reference goes; it must go while it is still the current one)."""
+        self.renderer = None
+        self._pending.clear()

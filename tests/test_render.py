@@ -137,7 +137,6 @@ def test_reflection_off_changes_a_reflective_floor_and_nothing_on_a_matte_one(si
     assert not frames_equal(shiny.render("view", no_reflection, True), shiny.render("view", FULL_PATH, True))
     matte = renderer_for(sim_of(0.0))
     assert frames_equal(matte.render("view", no_reflection, True), matte.render("view", FULL_PATH, True))
-    shiny.close(), matte.close()
 
 
 def test_guard_falls_back_to_the_full_path_when_the_saving_changes_pixels(sim_of):
@@ -147,7 +146,6 @@ def test_guard_falls_back_to_the_full_path_when_the_saving_changes_pixels(sim_of
     assert used == {"view": FULL_PATH}
     assert [(o.path, o.result) for o in outcomes] == [("no_reflection", "failed")]
     assert np.array_equal(frames["view"][0], renderer.render("view", FULL_PATH, False)[0])  # full-path pixels
-    renderer.close()
 
 
 def test_guard_keeps_a_saving_that_changes_nothing(sim_of):
@@ -156,7 +154,6 @@ def test_guard_keeps_a_saving_that_changes_nothing(sim_of):
     used, outcomes, frames = guard_paths(lambda c, p: renderer.render(c, p, True), wanted)
     assert used == wanted and outcomes[0].result == "passed"
     assert frames_equal(frames["view"], renderer.render("view", FULL_PATH, True))
-    renderer.close()
 
 
 def test_episode_rendering_records_the_guard_fallback(sim_of):
