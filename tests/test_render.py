@@ -223,11 +223,11 @@ def test_libero_observations_with_proven_savings_equal_the_full_path(libero_asse
     from lamp_bench.harness.suite import Episode
 
     load_builtin_entries()
-    suite = SUITES.build("libero_spatial")
+    suite = SUITES.build("libero_object")  # task 0: the repository's proof has whole episodes of it
     needs = PolicyNeeds(cameras=("third_person", "wrist"), image_size=128)
     saved, full = suite.make_env(needs), suite.make_env(needs)
     full.render_setup = RenderSetup()  # no proof: the full path everywhere
-    episode = Episode("libero_spatial", 0, 0, 0)
+    episode = Episode("libero_object", 0, 1, 0)
     try:
         a, b = saved.reset(episode), full.reset(episode)
         for _ in range(3):
