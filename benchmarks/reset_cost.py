@@ -11,12 +11,13 @@ suites/reset_proof.json, which suites/libero.py reads (soft resets only where id
 
 Full run (quiet machine):
     python benchmarks/reset_cost.py --suites libero_spatial,libero_object,libero_goal,libero_10 \
-        --episodes 5 --steps 0 --write-proof          # --steps 0: the protocol's max steps
+        --episodes 3 --steps 0 --jobs 8 --write-proof   # --steps 0: the protocol's max steps
 Small run:  python benchmarks/reset_cost.py --suites libero_spatial --tasks 0 --episodes 3 --steps 50
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -78,6 +79,32 @@ def compare(hard: list, soft: list) -> dict:
     return {"identical": True, "first_difference": None}
 
 
+def measure_task(name: str, task_id: int, episodes: int, steps_arg: int, noop: bool):
+    """Hard then soft resets of one task: (proof key, proof entry, result row, stack)."""
+    load_builtin_entries()
+    suite = SUITES.build(name)
+    task = suite.task(task_id)
+    episode_steps = suite.max_steps(task)
+    steps = steps_arg or episode_steps
+    actions = np.tile(NOOP, (steps, 1)) if noop else fixed_actions(steps)
+    hard = run_episodes(suite, task_id, episodes, steps, actions, soft=False)
+    soft = run_episodes(suite, task_id, episodes, steps, actions, soft=True)
+    verdict = compare(hard["trajectories"], soft["trajectories"])
+    hard_reset = float(np.median(hard["reset_s"][1:] or hard["reset_s"]))
+    soft_reset = float(np.median(soft["reset_s"][1:])) if episodes > 1 else None
+    step = float(np.median(hard["step_s"])) if hard["step_s"] else 0.0
+    entry = {**verdict, "soft_episodes": soft["kinds"].count("soft"), "steps": steps,
+             "whole_episodes": steps >= episode_steps,  # shorter replays are recorded, not trusted
+             "episodes": episodes, "actions": "noop" if noop else "fixed_sweep"}
+    row = {**entry, "task": task.name, "hard_reset_s": hard_reset, "soft_reset_s": soft_reset,
+           "step_s_one_camera": step, "first_reset_s": hard["reset_s"][0],
+           "reset_share_of_episode_hard": hard_reset / (hard_reset + episode_steps * step) if step else None,
+           "reset_share_of_episode_soft": (soft_reset / (soft_reset + episode_steps * step)
+                                           if step and soft_reset is not None else None),
+           "protocol_steps": episode_steps, "reset_kinds_soft_run": soft["kinds"]}
+    return reset_key(name, task.name), entry, row, reset_stack(suite._assets_identity)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="libero_spatial")
@@ -85,39 +112,25 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3, help="episodes per task (soft resets from the 2nd)")
     parser.add_argument("--steps", type=int, default=20, help="steps per episode; 0: the protocol's max")
     parser.add_argument("--noop", action="store_true", help="no-op actions instead of the fixed arm sweep")
+    parser.add_argument("--jobs", type=int, default=1, help="tasks measured at once (processes)")
     parser.add_argument("--write-proof", action="store_true", help=f"merge verdicts into {RESET_PROOF_FILE}")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_builtin_entries()
     out = {"command": vars(args) | {"out": str(args.out)}, "load_average_before": os.getloadavg(), "tasks": {}}
-    entries, stack = {}, None
+    work = []
     for name in args.suites.split(","):
         suite = SUITES.build(name)
-        stack = reset_stack(suite._assets_identity)
-        for task_id in parse_ids(args.tasks) or [t.task_id for t in suite.tasks()]:
-            task = suite.task(task_id)
-            episode_steps = suite.max_steps(task)
-            steps = args.steps or episode_steps
-            actions = np.tile(NOOP, (steps, 1)) if args.noop else fixed_actions(steps)
-            hard = run_episodes(suite, task_id, args.episodes, steps, actions, soft=False)
-            soft = run_episodes(suite, task_id, args.episodes, steps, actions, soft=True)
-            verdict = compare(hard["trajectories"], soft["trajectories"])
-            hard_reset = float(np.median(hard["reset_s"][1:] or hard["reset_s"]))
-            soft_reset = float(np.median(soft["reset_s"][1:])) if args.episodes > 1 else None
-            step = float(np.median(hard["step_s"])) if hard["step_s"] else 0.0
-            entry = {**verdict, "soft_episodes": soft["kinds"].count("soft"), "steps": steps,
-                     "whole_episodes": steps >= episode_steps,  # shorter replays are recorded, not trusted
-                     "episodes": args.episodes, "actions": "noop" if args.noop else "fixed_sweep"}
-            entries[reset_key(name, task.name)] = entry
-            out["tasks"][f"{name}/{task_id}"] = {
-                **entry, "task": task.name, "hard_reset_s": hard_reset, "soft_reset_s": soft_reset,
-                "step_s_one_camera": step, "first_reset_s": hard["reset_s"][0],
-                "reset_share_of_episode_hard": hard_reset / (hard_reset + episode_steps * step) if step else None,
-                "reset_share_of_episode_soft": (soft_reset / (soft_reset + episode_steps * step)
-                                                if step and soft_reset is not None else None),
-                "protocol_steps": episode_steps, "reset_kinds_soft_run": soft["kinds"]}
-            print(json.dumps({f"{name}/{task_id}": {k: v for k, v in out["tasks"][f"{name}/{task_id}"].items()
-                                                    if k != "task"}}))
+        work += [(name, t) for t in parse_ids(args.tasks) or [t.task_id for t in suite.tasks()]]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(measure_task, *zip(*work), *(([a] * len(work)) for a in (args.episodes, args.steps,
+                                                                                           args.noop))))
+    entries, stack = {}, None
+    for (name, task_id), (key, entry, row, task_stack) in zip(work, done):
+        stack = stack or task_stack
+        entries[key] = entry
+        out["tasks"][f"{name}/{task_id}"] = row
+        print(json.dumps({f"{name}/{task_id}": {k: v for k, v in row.items() if k != "task"}}))
     out["stack"] = stack
     out["load_average_after"] = os.getloadavg()
     if args.write_proof:
