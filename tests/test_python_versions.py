@@ -28,12 +28,15 @@ def test_core_installs_and_runs_on_python_310(tmp_path):
         pytest.skip("no Python 3.10 interpreter on this machine")
     venv = tmp_path / "venv310"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], capture_output=True, text=True,
+    source = tmp_path / "source"  # a copy: a regular install builds in place (build/, *.egg-info)
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "runs", "__pycache__",
+                                                                 "*_work", "benchmarks"))
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     check = ("from lamp_bench.harness.config import tomllib; assert tomllib.__name__ == 'tomli';"
              "from lamp_bench.harness.sweep import load_sweep; load_sweep('%s', check_checkpoints=False);"
-             "import lamp_bench.harness.cli, lamp_bench.reports, lamp_bench.results.stats" % (REPO / "sweeps" / "smoke.toml"))
+             "import lamp_bench.harness.cli, lamp_bench.reports, lamp_bench.results.stats" % (source / "sweeps" / "smoke.toml"))
     run = subprocess.run([str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, cwd=tmp_path,
                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
