@@ -348,14 +348,18 @@ class LiberoSuite(Suite):
             ),
             "versions": {k: versions.get(k) for k in ("libero", "robosuite", "mujoco", "bddl")},
             "render_backend": os.environ.get("MUJOCO_GL"),
+            "render": self.render,
+            "render_proof": self._render_proof.identity,
             "protocol": asdict(self.protocol),
         }
 
     def protocol_fields(self) -> dict[str, Any]:
         """The episode conditions records are keyed by (see Suite.protocol_fields)."""
+        # The render mode defines the pixels; the proof behind the exact mode's savings does not (the savings
+        # are bit-identical where used, and the guard checks each episode), so it is provenance, not protocol:
+        # a new proof must not split bit-identical episodes into two protocols.
         return {"suite": self.name, **asdict(self.protocol), "cameras": CAMERAS,
-                "assets_identity": hash_tree_listing(str(self.assets)),
-                "render": self.render, "render_proof": self._render_proof.identity}
+                "assets_identity": hash_tree_listing(str(self.assets)), "render": self.render}
 
 
 # ---------------------------------------------------------------------------------------------- env
