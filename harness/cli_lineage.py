@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_bench.harness.cli import app, console, user_errors
+from lamp_bench.harness.cli import app, user_errors
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.results.lineage import CheckpointLineage, cell_lineage, compact, describe_states
 from lamp_bench.results.store import EpisodeStore

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from demo_data import needs_libero
+from test_slurm import slurm_cluster  # noqa: F401  (the local Slurm cluster fixture)
 
 from lamp_bench.harness.sweep import SweepError, load_sweep, plan_sweep
 
@@ -180,3 +181,31 @@ def test_local_sweep_runs_steps_in_order_resumes_after_sigkill_and_traces_lineag
     assert checkpoint["status"] == "ok" and checkpoint["checkpoint_hash"] == train_state["result"]["checkpoint_hash"]
     assert checkpoint["collection"]["step"] == "demos:toy" and checkpoint["demo_set_hash"]
     assert checkpoint["on_demo_states"] == []  # evaluated on init state 0; the demos tried 20-22
+
+
+@needs_libero
+@pytest.mark.slow
+@pytest.mark.ci
+@pytest.mark.slurm
+def test_slurm_sweep_chains_steps_with_afterok_and_blocks_a_failed_training(tmp_path, libero_assets, slurm_cluster):
+    """The real Slurm cluster: demos, then both trainings `afterok` on the demos job, the lamp cell's array
+    `afterok` on its training; the broken training fails, its cell never runs; lineage traces the cell."""
+    from lamp_bench.results.store import EpisodeStore
+
+    sweep_file = toy(tmp_path)
+    out = tmp_path / "out"
+    result = subprocess.run([*CLI, "sweep", str(sweep_file), "--out", str(out), "--executor", "slurm",
+                             "--gpus-per-node", "0", "--time", "30"], capture_output=True, text=True, timeout=1500)
+    steps = {key: json.loads((out / "steps" / kind / name / "step.json").read_text())
+             for key, kind, name in (("demos", "demos", "toy"), ("lamp", "train", "lamp"), ("broken", "train", "broken"))}
+    assert steps["demos"]["status"] == "finished", result.stderr[-3000:]
+    assert steps["lamp"]["after"] == [steps["demos"]["job_id"]] == steps["broken"]["after"]  # --dependency=afterok
+    assert steps["lamp"]["status"] == "finished" and steps["broken"]["status"] == "failed"
+    records = EpisodeStore(out).records()
+    assert {r["label"] for r in records} == {"lamp"} and len(records) == 1
+    lineage = subprocess.run([*CLI, "lineage", str(out), "--label", "lamp", "--suite", "libero_spatial", "--json"],
+                             capture_output=True, text=True)
+    (checkpoint,) = json.loads(lineage.stdout)["checkpoints"]
+    assert checkpoint["status"] == "ok" and checkpoint["checkpoint_hash"] == steps["lamp"]["result"]["checkpoint_hash"]
+    status = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True)
+    assert "train:lamp" in status.stdout + status.stderr and "blocked: train:broken failed" in status.stdout + status.stderr

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,10 +47,6 @@ def read_step(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _folder(step: DemoStep | TrainStep, out: Path) -> Path:
-    return step.folder(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,10 +260,15 @@ def submit_after_steps(runner: Any, specs: Sequence[Any], out: Path) -> list[Any
         job_id = _live_job(read_step(_folder_of(out, key))) if key else None
         groups.setdefault(job_id, []).append(spec)
     runs: list[Any] = []
+    extra = dict(runner.executor.parameters.get("additional_parameters") or {})
     for job_id, group in groups.items():
-        runner.executor.update_parameters(dependency=None if job_id is None else f"afterok:{job_id}")
+        if job_id is None:
+            runner.executor.update_parameters(dependency=None, additional_parameters=extra)
+        else:  # a failed training makes Slurm cancel the array instead of holding it forever
+            runner.executor.update_parameters(dependency=f"afterok:{job_id}",
+                                              additional_parameters={**extra, "kill-on-invalid-dep": "yes"})
         runs += runner.submit(group)
-    runner.executor.update_parameters(dependency=None)  # resubmissions of dead jobs wait for nothing
+    runner.executor.update_parameters(dependency=None, additional_parameters=extra)  # resubmissions wait for nothing
     return runs
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lamp_bench.harness.sweep.step_runs import FAILED, FINISHED, RUNNING, STEP_FILE, STEPS_FILE, SUBMITTED, read_step
+from lamp_bench.harness.sweep.step_runs import FAILED, FINISHED, RUNNING, STEP_FILE, STEPS_FILE, SUBMITTED, read_step  # noqa: F401
 from lamp_bench.harness.sweep.steps import cell_step
 
 
