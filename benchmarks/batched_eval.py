@@ -99,7 +99,7 @@ def policy_calls_per_second(batch: int, repeats: int) -> dict:
     import torch
 
     from lamp_bench.harness.policy import Task
-    from lamp_bench.models.profiling import fake_observations
+    from lamp_bench.models.lamp.profiling import fake_observations
 
     policy = POLICIES.build("lamp", preset="small", random_depth=True)
     observations = fake_observations(policy, batch)

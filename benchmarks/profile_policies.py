@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 from lamp_bench.harness.provenance import package_versions
-from lamp_bench.models.profiling import profile_policy
+from lamp_bench.models.lamp.profiling import profile_policy
 
 OUT = Path(__file__).resolve().parent / "results" / "profile.json"
 MAX_LAMP_OVERHEAD = 1.10

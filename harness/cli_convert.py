@@ -39,7 +39,7 @@ def convert(
 ) -> None:
     """Write an OpenVLA HF checkpoint as a lamp-bench checkpoint (dtype kept, sharded weights);
     `--checkpoint` also takes the HF folder directly."""
-    from lamp_bench.models.openvla_hf import convert_openvla
+    from lamp_bench.models.openvla.hf_checkpoint import convert_openvla
 
     limit = parse_size(max_shard_size)
     path = convert_openvla(hf_dir, out, max_shard_size=limit)

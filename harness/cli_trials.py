@@ -74,7 +74,7 @@ def resolve_checkpoint_hash(checkpoint: Optional[Path], checkpoint_hash: Optiona
         return None
     if not checkpoint.is_dir():
         raise ConfigError(f"checkpoint {checkpoint} is not a directory (expected config.json, model.safetensors, ...)")
-    from lamp_bench.models.checkpoint import checkpoint_hash as hash_checkpoint  # torch: only when asked
+    from lamp_bench.models.lamp.checkpoint import checkpoint_hash as hash_checkpoint  # torch: only when asked
 
     return hash_checkpoint(checkpoint)  # a folder without readable weights is a CheckpointError (a ConfigError)
 

@@ -124,7 +124,7 @@ class Selector:
             return  # scored before a kill; the resumed run reached the same weights
         import torch
 
-        from lamp_bench.models.checkpoint import save_checkpoint
+        from lamp_bench.models.lamp.checkpoint import save_checkpoint
 
         target = self.folder / f"step_{step}"
         shutil.rmtree(target, ignore_errors=True)

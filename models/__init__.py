@@ -3,7 +3,7 @@
 Entries are declared lazily (no torch import until a policy is built)."""
 from lamp_bench.harness.registry import POLICIES
 
-_LAMP = "lamp_bench.models.policies"
+_LAMP = "lamp_bench.models.lamp.policies"
 _ORACLE = "lamp_bench.models.oracle.policies"
 for _name, _module, _description in [
     ("oracle", _ORACLE, "privileged scripted pick-and-place policy (reads simulator state)"),

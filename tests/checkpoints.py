@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from lamp_bench.models.checkpoint import save_checkpoint
-from lamp_bench.models.config import LaMPConfig, preset
-from lamp_bench.models.lamp import build_model
-from lamp_bench.models.policies import identity_statistics
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer
+from lamp_bench.models.lamp.checkpoint import save_checkpoint
+from lamp_bench.models.lamp.config import LaMPConfig, preset
+from lamp_bench.models.lamp.model import build_model
+from lamp_bench.models.lamp.policies import identity_statistics
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer
 
 
 def paper_configs() -> dict[str, LaMPConfig]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from demo_data import ASSETS, COLLECT, collected, demo_file, needs_libero
 
-from lamp_bench.models.action_tokenizer import proprio_features
+from lamp_bench.models.lamp.action_tokenizer import proprio_features
 from lamp_bench.models.training.dataset import SampleSpec, action_statistics, check_files
 from lamp_bench.models.training.demos import DemoFileError, DemoReader, DemoWriter, Frame, TaskInfo, inspect_demo_file
 

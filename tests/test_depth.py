@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import DepthAnythingConfig
 
-from lamp_bench.models.config import DepthConfig
-from lamp_bench.models.depth import (
+from lamp_bench.models.lamp.config import DepthConfig
+from lamp_bench.models.lamp.depth import (
     CALIBRATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,7 +29,7 @@ from lamp_bench.models.depth import (
     model_config,
     resize_depth,
 )
-from lamp_bench.models.lamp import count_parameters
+from lamp_bench.models.lamp.model import count_parameters
 
 
 def tiny_network(source: str, metric: bool = True):

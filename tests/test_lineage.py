@@ -89,7 +89,7 @@ def test_training_writes_lineage_and_the_cli_prints_the_chain(tmp_path, libero_a
     report's section."""
     from lamp_bench.harness.evaluate import evaluate
     from lamp_bench.harness.selection import train_with_selection
-    from lamp_bench.models.checkpoint import checkpoint_hash
+    from lamp_bench.models.lamp.checkpoint import checkpoint_hash
     from lamp_bench.models.training.config import build_train_config
     from lamp_bench.reports.build import build_report
     from lamp_bench.suites.libero import LiberoProtocol

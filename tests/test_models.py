@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from lamp_bench.models.action_tokenizer import (
+from lamp_bench.models.lamp.action_tokenizer import (
     GRIPPER_CANONICAL,
     GRIPPER_OPENVLA,
     PROPRIO_DIM,
     ActionStats,
     ActionTokenizer,
 )
-from lamp_bench.models.config import LaMPConfig, preset
-from lamp_bench.models.lamp import Batch, build_model, count_parameters
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt, prompt_ids
+from lamp_bench.models.lamp.config import LaMPConfig, preset
+from lamp_bench.models.lamp.model import Batch, build_model, count_parameters
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt, prompt_ids
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the drawer"]
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
-from lamp_bench.models.checkpoint import (CheckpointError, checkpoint_kind, load_checkpoint, save_checkpoint,
+from lamp_bench.models.lamp.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
+from lamp_bench.models.lamp.checkpoint import (CheckpointError, checkpoint_kind, load_checkpoint, save_checkpoint,
                                           validate_checkpoint)
-from lamp_bench.models.config import preset
-from lamp_bench.models.lamp import build_model
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
-from lamp_bench.models.vision import ImageNormalization
+from lamp_bench.models.lamp.config import preset
+from lamp_bench.models.lamp.model import build_model
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
+from lamp_bench.models.lamp.vision import ImageNormalization
 
 STATS = {"libero_spatial": ActionStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]),
                                        GRIPPER_CANONICAL, np.full(PROPRIO_DIM, -0.2), np.full(PROPRIO_DIM, 1.2))}

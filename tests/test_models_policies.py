@@ -7,12 +7,12 @@ import pytest
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
-from lamp_bench.models.checkpoint import save_checkpoint
-from lamp_bench.models.config import preset
-from lamp_bench.models.lamp import build_model
-from lamp_bench.models.policies import VARIANTS
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer
+from lamp_bench.models.lamp.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats
+from lamp_bench.models.lamp.checkpoint import save_checkpoint
+from lamp_bench.models.lamp.config import preset
+from lamp_bench.models.lamp.model import build_model
+from lamp_bench.models.lamp.policies import VARIANTS
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer
 
 CAMERA = "third_person"
 MONOCULAR = ("midas", "zoedepth", "dav2")

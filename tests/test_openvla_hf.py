@@ -25,17 +25,17 @@ from typer.testing import CliRunner
 from lamp_bench.harness.cli import app
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.action_tokenizer import ActionStats
-from lamp_bench.models.checkpoint import checkpoint_kind, load_checkpoint, validate_checkpoint
-from lamp_bench.models.openvla_hf import (
+from lamp_bench.models.lamp.action_tokenizer import ActionStats
+from lamp_bench.models.lamp.checkpoint import checkpoint_kind, load_checkpoint, validate_checkpoint
+from lamp_bench.models.openvla.hf_checkpoint import (
     OpenVLAError,
     convert_openvla,
     load_openvla,
     load_openvla_weights,
     read_openvla_config,
 )
-from lamp_bench.models.text_tokenizer import prompt_ids
-from lamp_bench.models.vision import ImageNormalization
+from lamp_bench.models.lamp.text_tokenizer import prompt_ids
+from lamp_bench.models.lamp.vision import ImageNormalization
 
 runner = CliRunner()
 
@@ -266,8 +266,8 @@ def test_converted_checkpoint_runs_as_the_openvla_policy(openvla, loaded, tmp_pa
 
 
 def test_weights_initialise_a_lamp_model_with_a_motion_expert(openvla, loaded):
-    from lamp_bench.models.config import preset
-    from lamp_bench.models.lamp import build_model
+    from lamp_bench.models.lamp.config import preset
+    from lamp_bench.models.lamp.model import build_model
 
     tiny = preset("tiny")
     assert read_openvla_config(openvla[0]).model == loaded.config

@@ -168,8 +168,8 @@ def test_shift_augmentation_keeps_pixels_points_and_flow_together():
     carries that point's flow label."""
     import torch
     from lamp_bench.models.training.dataset import patch_centres
-    from lamp_bench.models.lamp import Batch
-    from lamp_bench.models.lifting import PointLifter
+    from lamp_bench.models.lamp.model import Batch
+    from lamp_bench.models.lamp.lifting import PointLifter
     from lamp_bench.models.training.steps import shift_augment
 
     size, patch, b = 32, 8, 3

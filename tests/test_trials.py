@@ -67,7 +67,7 @@ def test_scripted_trial_carries_fields_and_provenance(tmp_path):
 def test_checkpoint_folder_is_hashed_as_for_episodes(tmp_path):
     from safetensors.numpy import save_file
 
-    from lamp_bench.models.checkpoint import WEIGHTS, checkpoint_hash
+    from lamp_bench.models.lamp.checkpoint import WEIGHTS, checkpoint_hash
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

@@ -78,7 +78,7 @@ def run_demos(step: DemoStep, out: Path) -> dict[str, Any]:
 
 def run_training(step: TrainStep, out: Path, graph: StepGraph) -> dict[str, Any]:
     from lamp_bench.harness.selection import train_with_selection
-    from lamp_bench.models.checkpoint import checkpoint_hash
+    from lamp_bench.models.lamp.checkpoint import checkpoint_hash
     from lamp_bench.models.training.config import build_train_config
 
     options = dict(step.options)

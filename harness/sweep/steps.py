@@ -211,7 +211,7 @@ def _train_step(path: Path, name: str, raw: Any, demos: Mapping[str, DemoStep], 
     if isinstance(options.get("init_checkpoint"), str) and options["init_checkpoint"].startswith(TRAIN_REF):
         init_from = _refs(path, table, "init_checkpoint", options.pop("init_checkpoint"), TRAIN_REF,
                           dict.fromkeys(train_names), "train")[0]
-    from lamp_bench.models.policies import VARIANTS
+    from lamp_bench.models.lamp.policies import VARIANTS
 
     variant = options.get("policy", "lamp")
     if variant not in VARIANTS:

@@ -211,7 +211,7 @@ def load_sweep(path: str | Path, check_checkpoints: bool = True) -> Sweep:
                 raise where.error("checkpoint", f"{checkpoint} (from {entry['checkpoint']!r}) is not a directory; "
                                                 f"train or download the checkpoint there, or edit the path")
             if check_checkpoints:  # the folder's files (either kind, headers only), before anything is submitted
-                from lamp_bench.models.policies import check_checkpoint
+                from lamp_bench.models.lamp.policies import check_checkpoint
                 try:
                     check_checkpoint(name, checkpoint)
                 except ConfigError as error:

@@ -10,8 +10,8 @@ from typing import Any
 
 from lamp_bench.harness.config import ConfigError, tomllib
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.config import _build
-from lamp_bench.models.config import preset as preset_config
+from lamp_bench.models.lamp.config import _build
+from lamp_bench.models.lamp.config import preset as preset_config
 from lamp_bench.models.training.scene_flow import FLOW_SOURCES
 
 STAGES = ("1", "2", "both")
@@ -110,7 +110,7 @@ def build_train_config(config_file: str | Path | None = None, *, preset: str | N
 
 def validate(config: TrainConfig) -> None:
     """Name problems before anything heavy happens."""
-    from lamp_bench.models.policies import VARIANTS
+    from lamp_bench.models.lamp.policies import VARIANTS
 
     load_builtin_entries()
     if config.policy not in VARIANTS:

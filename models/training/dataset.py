@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from lamp_bench.harness import config as harness_config
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, ActionStats
+from lamp_bench.models.lamp.action_tokenizer import GRIPPER_CANONICAL, ActionStats
 from lamp_bench.models.training.demos import DemoFileError, DemoFileInfo, DemoReader, find_demo_files, inspect_demo_file
-from lamp_bench.models.lamp import Batch
+from lamp_bench.models.lamp.model import Batch
 from lamp_bench.models.training.scene_flow import FLOW_SOURCES, FlowFrame, flow_labels
 from PIL import Image
 
@@ -238,7 +238,7 @@ class Collate:
     """Samples -> lamp.Batch; token ids come from the model's tokenizer (cached per instruction)."""
 
     def __init__(self, tokenizer, llm_config):
-        from lamp_bench.models.text_tokenizer import instruction_ids, prompt_ids
+        from lamp_bench.models.lamp.text_tokenizer import instruction_ids, prompt_ids
 
         self._prompt = lambda s: prompt_ids(tokenizer, llm_config, s)
         self._instruction = lambda s: instruction_ids(tokenizer, s)

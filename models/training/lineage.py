@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 
 from lamp_bench.harness.provenance import code_commit, hash_files, package_versions
-from lamp_bench.models.checkpoint import checkpoint_hash
+from lamp_bench.models.lamp.checkpoint import checkpoint_hash
 from lamp_bench.models.training.config import TrainConfig
 from lamp_bench.models.training.demos import find_demo_files
 

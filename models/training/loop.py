@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file
 
-from lamp_bench.models.checkpoint import save_checkpoint
+from lamp_bench.models.lamp.checkpoint import save_checkpoint
 from lamp_bench.models.training.config import TrainConfig, validate
 from lamp_bench.models.training.dataset import Collate
 from lamp_bench.models.training.lineage import write_lineage

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from lamp_bench.harness.config import ConfigError
-from lamp_bench.models.action_tokenizer import ActionStats
-from lamp_bench.models.checkpoint import load_checkpoint
-from lamp_bench.models.config import BYTE_VOCAB, LaMPConfig
-from lamp_bench.models.config import preset as preset_config
-from lamp_bench.models.lamp import LaMP, build_model
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer
+from lamp_bench.models.lamp.action_tokenizer import ActionStats
+from lamp_bench.models.lamp.checkpoint import load_checkpoint
+from lamp_bench.models.lamp.config import BYTE_VOCAB, LaMPConfig
+from lamp_bench.models.lamp.config import preset as preset_config
+from lamp_bench.models.lamp.model import LaMP, build_model
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer
 from lamp_bench.models.training.config import TrainConfig, validate
 from lamp_bench.models.training.dataset import (
     DemoDataset,
@@ -49,7 +49,7 @@ def _device(name: str) -> torch.device:
 
 
 def _model_config(config: TrainConfig, base: LaMPConfig, from_checkpoint: bool) -> LaMPConfig:
-    from lamp_bench.models.policies import VARIANTS
+    from lamp_bench.models.lamp.policies import VARIANTS
 
     return VARIANTS[config.policy].config(base, from_checkpoint=from_checkpoint)
 
@@ -82,7 +82,7 @@ def prepare(config: TrainConfig, saved_model_config: dict[str, Any] | None = Non
         raise ConfigError("no training steps: set stage1_steps / stage2_steps")
     depth_estimator = None  # built first: missing weights are an error before labels are computed
     if cfg.motion is not None and cfg.motion.depth.source != "sim":
-        from lamp_bench.models.depth import build_depth_estimator
+        from lamp_bench.models.lamp.depth import build_depth_estimator
 
         depth_estimator = build_depth_estimator(cfg.motion.depth).to(device).eval().requires_grad_(False)
     infos = open_demo_files(config.data)

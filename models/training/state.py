@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from lamp_bench.harness.config import ConfigError
-from lamp_bench.models.lamp import LaMP
+from lamp_bench.models.lamp.model import LaMP
 from lamp_bench.models.training.config import RESUME_FREE, TrainConfig
 from lamp_bench.models.training.setup import Run
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lamp_bench.models.lamp import Batch
+from lamp_bench.models.lamp.model import Batch
 from lamp_bench.models.training.dataset import patch_centres
 from lamp_bench.models.training.setup import Run
 

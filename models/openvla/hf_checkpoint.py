@@ -61,14 +61,14 @@ from safetensors import safe_open
 from transformers import LlamaConfig, PreTrainedTokenizerBase
 
 from lamp_bench.harness.provenance import hash_files
-from lamp_bench.models.action_tokenizer import ActionStats
-from lamp_bench.models.checkpoint import (OPENVLA_MODEL_TYPE, Checkpoint, CheckpointError, Shards,
+from lamp_bench.models.lamp.action_tokenizer import ActionStats
+from lamp_bench.models.lamp.checkpoint import (OPENVLA_MODEL_TYPE, Checkpoint, CheckpointError, Shards,
                                           read_image_normalization,
                                           write_checkpoint)
-from lamp_bench.models.config import ActionConfig, LaMPConfig, LLMConfig, VisionConfig, ViTConfig
-from lamp_bench.models.lamp import LaMP, build_model
-from lamp_bench.models.text_tokenizer import load_tokenizer
-from lamp_bench.models.vision import ImageNormalization
+from lamp_bench.models.lamp.config import ActionConfig, LaMPConfig, LLMConfig, VisionConfig, ViTConfig
+from lamp_bench.models.lamp.model import LaMP, build_model
+from lamp_bench.models.lamp.text_tokenizer import load_tokenizer
+from lamp_bench.models.lamp.vision import ImageNormalization
 
 MODEL_TYPE = OPENVLA_MODEL_TYPE
 CONFIG = "config.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lamp_bench.models.config import BYTE_VOCAB, LLMConfig
+from lamp_bench.models.lamp.config import BYTE_VOCAB, LLMConfig
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")  # ids 0..3 (Llama's unk/bos/eos order)
 N_ACTION_IDS = 256

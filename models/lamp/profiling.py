@@ -31,7 +31,7 @@ from torch import nn
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Task
 from lamp_bench.harness.registry import POLICIES, load_builtin_entries
-from lamp_bench.models.policies import CAMERA, NORMALIZED_ACTIONS, LaMPPolicy
+from lamp_bench.models.lamp.policies import CAMERA, NORMALIZED_ACTIONS, LaMPPolicy
 
 BASELINE = "no-motion"
 COMPONENTS = ("vision", "depth", "lift", "flow_network", "cross_attention", "prefill", "decode")

@@ -20,12 +20,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lamp_bench.models.action_tokenizer import PROPRIO_DIM, ActionTokenizer
-from lamp_bench.models.bridge import MotionBridge
-from lamp_bench.models.config import LaMPConfig, LLMConfig
-from lamp_bench.models.lifting import PointLifter
-from lamp_bench.models.motion import MotionExpert
-from lamp_bench.models.vision import Projector, VisionBackbone
+from lamp_bench.models.lamp.action_tokenizer import PROPRIO_DIM, ActionTokenizer
+from lamp_bench.models.lamp.bridge import MotionBridge
+from lamp_bench.models.lamp.config import LaMPConfig, LLMConfig
+from lamp_bench.models.lamp.lifting import PointLifter
+from lamp_bench.models.lamp.motion import MotionExpert
+from lamp_bench.models.lamp.vision import Projector, VisionBackbone
 
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lamp_bench.models.config import MotionConfig
+from lamp_bench.models.lamp.config import MotionConfig
 
 
 class FourierPositions(nn.Module):

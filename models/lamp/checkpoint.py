@@ -35,11 +35,11 @@ from transformers import PreTrainedTokenizerBase
 
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.provenance import hash_files
-from lamp_bench.models.action_tokenizer import ActionStats
-from lamp_bench.models.config import MODEL_TYPE, LaMPConfig
-from lamp_bench.models.lamp import LaMP, build_model
-from lamp_bench.models.text_tokenizer import load_tokenizer
-from lamp_bench.models.vision import ImageNormalization
+from lamp_bench.models.lamp.action_tokenizer import ActionStats
+from lamp_bench.models.lamp.config import MODEL_TYPE, LaMPConfig
+from lamp_bench.models.lamp.model import LaMP, build_model
+from lamp_bench.models.lamp.text_tokenizer import load_tokenizer
+from lamp_bench.models.lamp.vision import ImageNormalization
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -255,7 +255,7 @@ def validate_checkpoint(directory: str | Path) -> LaMPConfig:
     (headers only; the model is built on the meta device), so commands call it before they start."""
     directory = _folder(directory)
     if checkpoint_kind(directory) == OPENVLA_MODEL_TYPE:
-        from lamp_bench.models.openvla_hf import validate_openvla
+        from lamp_bench.models.openvla.hf_checkpoint import validate_openvla
 
         return validate_openvla(directory)
     cfg = read_config(directory)
@@ -280,7 +280,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu", m
     mapped in memory (openvla_hf.load_openvla)."""
     directory = _folder(directory)
     if checkpoint_kind(directory) == OPENVLA_MODEL_TYPE:
-        from lamp_bench.models.openvla_hf import load_openvla
+        from lamp_bench.models.openvla.hf_checkpoint import load_openvla
 
         return load_openvla(directory, device=device)
     cfg = read_config(directory)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
 
-from lamp_bench.models.config import VisionConfig, ViTConfig
+from lamp_bench.models.lamp.config import VisionConfig, ViTConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lamp_bench.models.config import BridgeConfig
+from lamp_bench.models.lamp.config import BridgeConfig
 
 
 class CrossAttention(nn.Module):

@@ -25,11 +25,11 @@ import torch
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.policy import Observation, Policy, PolicyNeeds, Task, slot_indices
 from lamp_bench.harness.registry import register_policy
-from lamp_bench.models.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats, proprio_features
-from lamp_bench.models.checkpoint import load_checkpoint, validate_checkpoint
-from lamp_bench.models.config import LaMPConfig, preset as preset_config
-from lamp_bench.models.lamp import build_model, count_parameters
-from lamp_bench.models.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
+from lamp_bench.models.lamp.action_tokenizer import GRIPPER_CANONICAL, PROPRIO_DIM, ActionStats, proprio_features
+from lamp_bench.models.lamp.checkpoint import load_checkpoint, validate_checkpoint
+from lamp_bench.models.lamp.config import LaMPConfig, preset as preset_config
+from lamp_bench.models.lamp.model import build_model, count_parameters
+from lamp_bench.models.lamp.text_tokenizer import byte_level_tokenizer, instruction_ids, prompt_ids
 
 CAMERA = "third_person"
 # A Task.dataset asking for actions in the model's normalised units (nothing un-normalised): profiling a
@@ -145,7 +145,7 @@ class LaMPPolicy(Policy):
         self.depth_source = cfg.motion.depth.source if self.use_motion else None
         self.depth_estimator = None
         if self.use_motion and self.depth_source != "sim":
-            from lamp_bench.models.depth import build_depth_estimator
+            from lamp_bench.models.lamp.depth import build_depth_estimator
 
             self.depth_estimator = build_depth_estimator(
                 cfg.motion.depth, weights=depth_weights, random_init=random_depth

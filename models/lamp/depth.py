@@ -51,7 +51,7 @@ from transformers import (
 
 from lamp_bench.harness.config import ConfigError, home
 from lamp_bench.harness.provenance import hash_files
-from lamp_bench.models.config import DepthConfig
+from lamp_bench.models.lamp.config import DepthConfig
 
 WEIGHTS_ENV = "LAMP_BENCH_DEPTH_WEIGHTS"
 CALIBRATION = "depth_calibration.json"
@@ -354,7 +354,7 @@ def _calibration(source: str, folder: Path, net: PreTrainedModel) -> DisparityCa
     if not path.is_file():
         raise DepthWeightsError(
             f"{folder} holds a relative-depth {source} model (affine-invariant disparity), but lifting needs metres: "
-            f"add {CALIBRATION} (fit it with lamp_bench.models.depth.calibrate_from_demos on demonstrations with "
+            f"add {CALIBRATION} (fit it with lamp_bench.models.lamp.depth.calibrate_from_demos on demonstrations with "
             "simulator depth), or use a metric checkpoint"
             + (" (e.g. depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf)" if source == "dav2" else "")
         )
