@@ -2,22 +2,29 @@
 
 Rows of the main tables are record labels (methods); paper rows come from paper_numbers.json; a Δ row
 gives measured minus published for a label whose policy the paper reports; a differences table tests
-every method against the baseline (paired on shared episodes, else unpaired). Rendering is elsewhere.
+every method against the baseline (paired on shared episodes, else unpaired). The table model is in
+table_model, the rate and difference tables are built by rate_tables, the sequential sections by
+sequential_tables (all re-exported here); rendering is elsewhere.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from lamp_bench.results import sequential, stats
-from lamp_bench.results.aggregate import (MIN_EPISODES, PROFILE_COMPONENTS, Cell, Column, Profile, Provenance, compare,
-                                         measure)
+from lamp_bench.reports.rate_tables import CLUSTER_NOTE, holm_rows, rate_tables
+from lamp_bench.reports.sequential_tables import sequential_sections
+# The table model lives in table_model; other modules import it from here too.
+from lamp_bench.reports.table_model import Delta, Row, RowSpec, Section, Table
 from lamp_bench.results import paper
+from lamp_bench.results.aggregate import PROFILE_COMPONENTS, Column, Profile, Provenance
+
+__all__ = ["CLUSTER_NOTE", "Context", "Delta", "Row", "RowSpec", "Section", "Table", "build_sections", "holm_rows",
+           "load_paper_numbers", "provenance_section", "rate_tables", "sequential_sections"]
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 
@@ -41,57 +48,8 @@ ABLATION_ONLY = {t.key: paper.ablation_only(t) for t in paper.ABLATIONS}
 PROVENANCE_NOTE_KEYS = re.compile(r"suite\.(assets|assets?_identity|comparable|\w*note\w*|\w*warning\w*|backend)")
 
 
-@dataclass(frozen=True)
-class Delta:
-    """Measured minus published (percentage points for rates); `inside`: the published value lies in the
-    measured 95% interval (True where there is no interval)."""
-
-    value: float
-    inside: bool
-    digits: int = 1
-    suffix: str = ""
-
-
-@dataclass
-class Row:
-    name: str
-    kind: str  # measured | paper | delta | difference | profile
-    cells: list[Any]  # Cell | Delta | stats.Difference | float | None, one per column
-    label: str | None = None
-    ref: str | None = None  # key of the matching paper row (paper method, or ablation level)
-
-
-@dataclass
-class Table:
-    key: str
-    title: str
-    stub: str  # header of the row-name column
-    columns: list[str]
-    rows: list[Row]
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Section:
-    key: str
-    title: str
-    tables: list[Table]
-    notes: list[str] = field(default_factory=list)
-    plot: str = "bars"  # bars | steps | latency
-
-
 def load_paper_numbers(path: Path = PAPER_FILE) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    name: str
-    where: dict[str, Any]
-    label: str | None = None
-    ref: str | None = None
-    missing: str | None = None  # why the row has no episodes at all
-    group: str | None = None  # rows are tested only against the reference of the same group (backend)
 
 
 @dataclass
@@ -125,133 +83,6 @@ class Context:
 
     def paper_method(self, label: str) -> str | None:
         return self.paper.get("policy_to_method", {}).get(self.label_policy.get(label))
-
-
-def _missing_notes(table_rows: list[Row], columns: list[str]) -> list[str]:
-    notes = []
-    for row in table_rows:
-        gaps: dict[str, list[str]] = {}
-        for column, cell in zip(columns, row.cells):
-            if isinstance(cell, Cell) and cell.missing:
-                gaps.setdefault(cell.missing, []).append(column)
-        for reason, cols in gaps.items():
-            notes.append(f"– {row.name}: {reason} ({', '.join(cols)})")
-    return notes
-
-
-def _quality_notes(table_rows: list[Row], columns: list[str]) -> list[str]:
-    notes = []
-    for row in table_rows:
-        flagged = [c for c, cell in zip(columns, row.cells) if isinstance(cell, Cell) and cell.flagged]
-        if flagged:
-            notes.append(f"† {row.name}: fewer than {MIN_EPISODES} episodes behind {', '.join(flagged)}; "
-                         "the rate is not reliable")
-        errors = max((cell.errors for cell in row.cells if isinstance(cell, Cell)), default=0)
-        if errors:
-            notes.append(f"{row.name}: {errors} episode(s) ended in an error and count as failures "
-                         "(reasons in the records' failure_reason)")
-        incomplete = [c for c, cell in zip(columns, row.cells) if isinstance(cell, Cell) and cell.incomplete]
-        if incomplete:
-            env_errors = max(cell.env_errors for cell in row.cells if isinstance(cell, Cell))
-            notes.append(f"‡ {row.name}: incomplete: {env_errors} episode(s) ended in an environment error (the "
-                         f"simulator, not the policy) and are left out of {', '.join(incomplete)}; re-run the "
-                         "same command to retry them")
-    return notes
-
-
-def rate_tables(ctx: Context, key: str, title: str, stub: str, specs: list[RowSpec], columns: list[Column],
-                paper: dict[str, dict[str, float]] | None, reference: int | None,
-                paper_names: dict[str, str] | None = None, holm: bool = False) -> list[Table]:
-    """The measured table (with paper and Δ rows) and the differences-vs-reference table (holm: correct
-    each column's comparisons for multiplicity)."""
-    paper_names = paper_names or {}
-    names = [c.name for c in columns]
-    measured = []
-    for spec in specs:
-        if spec.missing:
-            cells = [Cell(missing=spec.missing) for _ in columns]
-        else:
-            cells = [measure(ctx.frame, spec.where, column) for column in columns]
-        measured.append(Row(spec.name, "measured", cells, spec.label, spec.ref))
-    rows = list(measured)
-    notes = _missing_notes(measured, names) + _quality_notes(measured, names)
-    if any(isinstance(c, Cell) and c.estimate is not None and c.estimate.design_effect > 1 for r in measured
-           for c in r.cells):
-        notes += CLUSTER_NOTE
-    if ctx.show_paper and paper:
-        for method, values in paper.items():
-            rows.append(Row(f"paper: {paper_names.get(method, method)}", "paper", [values.get(c) for c in names],
-                            ref=method))
-        unreported = [c for c in names if all(c not in v for v in paper.values())]
-        if unreported:
-            notes.append(f"– paper rows: the paper reports no number for {', '.join(unreported)}")
-        for row in measured:
-            published = paper.get(row.ref) if row.ref else None
-            if not published:
-                continue
-            deltas = []
-            for column, cell in zip(names, row.cells):
-                value = published.get(column)
-                if value is None or not isinstance(cell, Cell) or cell.estimate is None:
-                    deltas.append(None)
-                    continue
-                est = cell.estimate
-                deltas.append(Delta(100 * est.rate - value, est.low <= value / 100 <= est.high))
-            rows.append(Row(f"Δ {row.name} − paper {paper_names.get(row.ref, row.ref)}", "delta", deltas, row.label,
-                            row.ref))
-    tables = [Table(key, title, stub, names, rows, notes)]
-    if reference is not None and len(specs) > 1 and not specs[reference].missing:
-        ref = specs[reference]
-        diff_rows, other_group = [], []
-        for spec in specs:
-            if spec is ref or spec.missing:
-                continue
-            if spec.group != ref.group:
-                other_group.append(spec.name)
-                continue
-            diffs = [compare(ctx.frame, spec.where, ref.where, column) for column in columns]
-            diff_rows.append(Row(f"{spec.name} − {ref.name}", "difference", diffs, spec.label))
-        if other_group:
-            notes.append(f"not tested against {ref.name} (another backend): {', '.join(other_group)}")
-        if diff_rows:
-            diff_notes = ["paired: exact McNemar p on the discordant episodes and a paired bootstrap 95% "
-                          "interval, over the episodes both ran; unpaired: Newcombe hybrid score "
-                          "interval; * significant at 0.05"]
-            diff_notes += CLUSTER_NOTE if any(getattr(c, "clusters", None) for r in diff_rows for c in r.cells) else []
-            if holm:
-                diff_rows = holm_rows(diff_rows)
-                diff_notes.append(f"Holm's correction for the {len(diff_rows)} comparisons against {ref.name} in "
-                                  "each column: * marks a Holm-adjusted p < 0.05 (the p shown is unadjusted)")
-            tables.append(Table(f"{key}_differences", f"{title}: differences vs {ref.name} (percentage points)",
-                                "Comparison", names, diff_rows, diff_notes))
-    return tables
-
-
-CLUSTER_NOTE = ["where seeds repeat init states, episodes are clustered on (suite, task, init state): rates use "
-                "a design-effect Wilson interval, paired differences a cluster bootstrap and the clustered "
-                "McNemar test (Durkalski 2003)"]
-
-
-def holm_rows(rows: list[Row]) -> list[Row]:
-    """Each column's comparisons (one baseline vs k methods) with Holm-adjusted p-values."""
-    for column in range(len(rows[0].cells) if rows else 0):
-        tested = [r for r in rows if isinstance(r.cells[column], stats.Difference) and r.cells[column].p_value is not None]
-        adjusted = stats.holm([r.cells[column].p_value for r in tested])
-        for row, p in zip(tested, adjusted):
-            row.cells[column] = replace(row.cells[column], p_adjusted=float(p))
-    return rows
-
-
-def sequential_sections(results_dir: Path) -> list[Section]:
-    """`run --until decided` comparisons (results/sequential/*.json): decided at n, or undecided at the budget."""
-    decisions = sequential.load_decisions(results_dir)
-    tables = [Table(f"sequential_{i}_differences", f"Sequential evaluation: differences vs {against} (percentage "
-                    "points)", "Comparison", suites, [Row(name, "difference", cells, label) for name, label, cells in rows],
-                    ["group-sequential McNemar test, O'Brien-Fleming alpha spending over the planned budget; interval: "
-                     "the repeated 95% score interval at the last look; p: the repeated p-value; * decided"])
-              for i, (against, suites, rows) in enumerate(sequential.comparison_grid(decisions))]
-    return [Section("sequential", "Sequential evaluations", tables, [d.summary() for d in decisions], plot="none")] \
-        if tables else []
 
 
 def _label_specs(ctx: Context, labels: list[str]) -> list[RowSpec]:
