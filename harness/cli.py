@@ -96,6 +96,9 @@ def run(
         help="environments stepped in lockstep per worker, one batched policy call "
              "(default: 8 on a GPU node, else one per core of the worker, at most 4)"),
     record_video: int = typer.Option(0, "--record-video", min=0, help="save K episodes per task as video"),
+    record_motion: bool = typer.Option(False, "--record-motion",
+                                       help="with --record-video: videos also show the motion pathway's depth "
+                                            "map and predicted scene flow (LaMP policies)"),
     env_retries: int = typer.Option(2, "--env-retries", min=0,
                                     help="retries of an episode whose environment crashed, hung or failed, each in "
                                          "a fresh environment (left as env_error after that; a re-run retries it)"),
@@ -119,6 +122,8 @@ def run(
     POLICIES.check(policy)
     from lamp_bench.harness import sequential
     sequential.check_request(until, against, out)
+    if record_motion and not record_video:
+        raise ConfigError("--record-motion draws onto recorded videos: add --record-video K (episodes per task)")
     if executor not in ("inline", "local"):
         raise ConfigError(f"--executor must be inline or local (use `lamp-bench sweep` for slurm); got {executor!r}")
     n_workers = 1 if executor == "inline" else (workers or default_workers())
@@ -130,7 +135,8 @@ def run(
                    policy_kwargs={**policy_kwargs(checkpoint, preset, policy), **(
                        {"server": server, "protocol": protocol, "suite": suite} if server or protocol else {})},
                    suite_kwargs=suite_kwargs(assets),
-                   envs_per_worker=envs_per_worker, record_video=record_video, env_retries=env_retries)
+                   envs_per_worker=envs_per_worker, record_video=record_video, env_retries=env_retries,
+                   record_motion=record_motion)
     store = EpisodeStore(out)
     if until is not None:
         sequential.run_until_decided(spec, sequential.SequentialOptions(against, budget, round_size),

@@ -42,6 +42,7 @@ class JobSpec:
     suite_kwargs: dict[str, Any] = field(default_factory=dict)
     envs_per_worker: int = 1
     record_video: int = 0
+    record_motion: bool = False
     env_timeout_s: float = 300.0
     env_retries: int = DEFAULT_ENV_RETRIES
 
@@ -157,7 +158,7 @@ def run_job(spec: JobSpec, should_stop: Callable[[], bool] = lambda: False,
         check_label_identity(store, spec.run_label, policy.describe().get("checkpoint_hash"))
         options = RunOptions(envs_per_worker=spec.envs_per_worker, env_timeout_s=spec.env_timeout_s,
                              env_retries=spec.env_retries, record_video=spec.record_video,
-                             results_dir=Path(spec.results_dir))
+                             record_motion=spec.record_motion, results_dir=Path(spec.results_dir))
 
         def record(r: dict[str, Any]) -> None:
             writer.append(r)

@@ -62,6 +62,8 @@ class Policy(ABC):
 
     name: str = "policy"
     needs: PolicyNeeds = PolicyNeeds()
+    # Set by the runner (RunOptions.record_motion) before the first act: keep what motion_diagnostics returns.
+    keep_motion_diagnostics: bool = False
 
     @abstractmethod
     def reset(self, tasks: Sequence[Task], seeds: Sequence[int], slots: Sequence[int] | None = None) -> None:
@@ -74,6 +76,15 @@ class Policy(ABC):
     def describe(self) -> dict[str, Any]:
         """Config and identity recorded with every episode (name, config, checkpoint hash)."""
         return {"policy": self.name, "policy_config": {}, "checkpoint_hash": None}
+
+    def motion_diagnostics(self, slots: Sequence[int]) -> list[dict[str, np.ndarray] | None]:
+        """What the motion pathway saw and predicted in the last `act` call, per given slot, or None
+        where there is nothing (the default: a policy without a motion pathway). Only a policy whose
+        `keep_motion_diagnostics` is true keeps them; the default stepping path computes nothing extra.
+        A dict holds "depth" (S, S) metres, "uv" (Np, 2) the lifted points' pixel positions and
+        "uv_flowed" (Np, 2) where the predicted 1-step scene flow moves them (NaN behind the camera); it
+        may add "points" and "flow" (Np, 3), camera frame, metres."""
+        return [None] * len(slots)
 
     def close(self) -> None:
         """Free resources (processes, GPU memory)."""

@@ -21,6 +21,7 @@ import numpy as np
 from lamp_bench.harness.canaries import stack_provenance
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.envs import EnvFailure, EnvHandle, InProcessEnv, SubprocessEnv
+from lamp_bench.harness.motion_frames import compose_motion_frame
 from lamp_bench.harness.policy import ACTION_DIM, Observation, Policy, PolicyNeeds, Task
 from lamp_bench.harness.provenance import base_provenance
 from lamp_bench.harness.suite import Episode, StepResult, Suite, SuiteSpec
@@ -38,6 +39,8 @@ class RunOptions:
     env_retries: int = 2  # an env error is retried this many times, each in a fresh environment
     record_video: int = 0  # save the first K episodes (init states 0..K-1) of every task as video
     results_dir: Path | None = None  # where videos go
+    # recorded videos also show the motion pathway's depth and predicted flow (harness/motion_frames.py)
+    record_motion: bool = False
 
 
 @dataclass
@@ -103,6 +106,8 @@ class _Run:
         self.protocol = protocol_id(suite.protocol_fields())
         self.videos = VideoWriter(options.results_dir) if options.record_video and options.results_dir else None
         self.records: list[dict[str, Any]] = []
+        if options.record_motion and options.record_video:
+            policy.keep_motion_diagnostics = True  # off otherwise: the default act does no extra work
 
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.episode is not None]
@@ -159,7 +164,7 @@ class _Run:
                     free.append(slot)
                     continue
                 if self.options.record_video and episode.init_index < self.options.record_video:
-                    slot.frames = [_frame(slot.observation)]
+                    slot.frames = [self.video_frame(slot.observation)]
                 try:
                     self.policy.reset([slot.task], [episode.seed], [slot.index])
                 except ConfigError:
@@ -184,7 +189,22 @@ class _Run:
             for slot in busy:
                 self.fail(slot, EpisodeFailure(POLICY_ERROR, f"policy failed: {type(error).__name__}: {error}"))
             return None
+        if self.options.record_motion:
+            self.show_motion(busy)
         return actions
+
+    def video_frame(self, observation: Observation) -> np.ndarray:
+        """The camera frame; with record_motion, widened by two (still empty) motion panels."""
+        frame = _frame(observation)
+        return compose_motion_frame(frame, None) if self.options.record_motion else frame
+
+    def show_motion(self, busy: list[Slot]) -> None:
+        """Redraw the frame each recording slot's policy just acted on with what its motion pathway saw."""
+        recording = [s for s in busy if s.frames]
+        if recording:
+            kept = self.policy.motion_diagnostics([s.index for s in recording])
+            for slot, diagnostics in zip(recording, kept, strict=True):
+                slot.frames[-1] = compose_motion_frame(_frame(slot.observation), diagnostics)
 
     def step(self, busy: list[Slot], actions: np.ndarray) -> None:
         stepping = []
@@ -206,7 +226,7 @@ class _Run:
             slot.observation = result.observation
             slot.info.update(result.info)
             if slot.frames is not None:
-                slot.frames.append(_frame(result.observation))
+                slot.frames.append(self.video_frame(result.observation))
             if result.success or result.done or slot.steps >= self.suite.max_steps(slot.task):
                 ended.append((slot, result.success))
         for slot, _ in ended:

@@ -157,6 +157,7 @@ class LaMPPolicy(Policy):
         self._stats: dict[int, ActionStats] = {}
         self._noise: dict[int, torch.Generator] = {}
         self._token_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self._diagnostics: dict[int, dict[str, np.ndarray] | None] = {}  # slot -> last act's (when kept)
 
     # --- Policy -----------------------------------------------------------------------------
     def reset(self, tasks: Sequence[Task], seeds: Sequence[int], slots: Sequence[int] | None = None) -> None:
@@ -166,6 +167,7 @@ class LaMPPolicy(Policy):
             self._tasks[slot] = task
             self._stats[slot] = self._statistics_for(task)
             self._noise[slot] = torch.Generator().manual_seed(int(seed))
+            self._diagnostics.pop(slot, None)
 
     @torch.inference_mode()
     def act(self, observations: Sequence[Observation], slots: Sequence[int] | None = None) -> np.ndarray:
@@ -175,19 +177,26 @@ class LaMPPolicy(Policy):
             raise RuntimeError(f"act() on slots {missing} before reset() started an episode there")
         images = self._images(observations)
         tokens = [self._tokens(o.instruction) for o in observations]
-        points = x0 = None
+        points = x0 = depth = intrinsics = None
         if self.use_motion:
-            points = self.model.lift(self._depth(observations, images), self._intrinsics(observations))
+            depth, intrinsics = self._depth(observations, images), self._intrinsics(observations)
+            points = self.model.lift(depth, intrinsics)
             x0 = torch.stack([self.cfg.motion.sigma * torch.randn((self.cfg.vision.num_patches, 3),
                                                                  generator=self._noise[s]) for s in index])
             x0 = x0.to(self.device)
-        ids, _ = self.model.predict_action_ids(
+        ids, flow = self.model.predict_action_ids(
             images, [t[0] for t in tokens], [t[1] for t in tokens], points, x0,
             self.cfg.motion.steps if self.use_motion else None,
             self._proprio(observations, index) if self.cfg.proprio else None,
         )
+        if self.keep_motion_diagnostics:
+            kept = motion_diagnostics(depth, intrinsics, points, flow) if self.use_motion else [None] * len(index)
+            self._diagnostics.update(zip(index, kept))
         normalized = self.model.action_tokenizer.decode(ids)  # (B, 7)
         return np.stack([self._stats[s].to_canonical(normalized[i]) for i, s in enumerate(index)])
+
+    def motion_diagnostics(self, slots: Sequence[int]) -> list[dict[str, np.ndarray] | None]:
+        return [self._diagnostics.get(s) for s in slots]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -256,6 +265,20 @@ class LaMPPolicy(Policy):
                 raise ValueError(f"policy {self.name!r} uses simulator depth and needs {CAMERA!r} depth in every observation")
             return torch.from_numpy(np.stack([o.depth[CAMERA] for o in observations])).float().to(self.device)
         return self.depth_estimator(images)  # resizes to its own input size and back
+
+
+def motion_diagnostics(depth: torch.Tensor, intrinsics: torch.Tensor, points: torch.Tensor,
+                       flow: torch.Tensor) -> list[dict[str, np.ndarray]]:
+    """Per batch row: the depth map the pathway lifted, and its points' pixel positions before and after
+    the predicted flow (camera frame, so projecting with the same intrinsics puts them on the image)."""
+    def project(p: torch.Tensor) -> np.ndarray:  # (B, Np, 3) camera frame -> (B, Np, 2) pixels, NaN behind
+        pixels = p.float() @ intrinsics.float().transpose(1, 2)
+        z = pixels[..., 2:]
+        return torch.where(z > 1e-6, pixels[..., :2] / z.clamp(min=1e-6), torch.nan).cpu().numpy()
+
+    kept = {"depth": depth.float().cpu().numpy(), "uv": project(points), "uv_flowed": project(points + flow),
+            "points": points.float().cpu().numpy(), "flow": flow.float().cpu().numpy()}
+    return [{key: value[i] for key, value in kept.items()} for i in range(len(depth))]
 
 
 def _register(variant: Variant) -> None:
