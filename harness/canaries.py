@@ -179,8 +179,9 @@ def _cache_path(family: str, stack: dict[str, Any]) -> Path:
     return config.home() / "canaries" / f"{family}-{stack_fingerprint(stack)}.json"
 
 
-def cached(family: str, suite_kwargs: dict[str, Any] | None = None) -> CanaryResult | None:
-    path = _cache_path(family, stack_identity(family, suite_kwargs))
+def cached(family: str, stack: dict[str, Any]) -> CanaryResult | None:
+    """The verdict measured earlier for this exact stack, if any."""
+    path = _cache_path(family, stack)
     if not path.is_file():
         return None
     try:
@@ -193,7 +194,7 @@ def run_canary(family: str, suite_kwargs: dict[str, Any] | None = None, use_cach
     """The family's canary verdict, measured in a child process (a renderer crash cannot take the caller
     down) unless this stack's verdict is cached."""
     stack = stack_identity(family, suite_kwargs)
-    if use_cache and (hit := cached(family, suite_kwargs)) is not None:
+    if use_cache and (hit := cached(family, stack)) is not None:
         return hit
     try:
         got = measure_in_subprocess(PROBE_SUITE[family], suite_kwargs)
@@ -215,7 +216,7 @@ def stack_provenance(suite_name: str, suite_kwargs: dict[str, Any] | None = None
     if family is None:
         return None
     stack = stack_identity(family, suite_kwargs)
-    verdict = cached(family, suite_kwargs)
+    verdict = cached(family, stack)
     return {"family": family, "fingerprint": stack_fingerprint(stack),
             "canary": verdict.status if verdict else "not measured",
             "canary_detail": verdict.detail if verdict else "run `lamp-bench doctor` on this machine"}

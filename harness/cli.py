@@ -210,13 +210,18 @@ def _print_summary(results_dir: Path, labels: Optional[list[str]] = None, suites
     Console(width=max(120, Console().width)).print(table)
 
 
+def existing_results_dir(results_dir: Path) -> Path:
+    """A results directory a command reads: it must exist (one line, exit 2, when it does not)."""
+    if not results_dir.is_dir():
+        raise ConfigError(f"results directory {results_dir} does not exist")
+    return results_dir
+
+
 @app.command()
 @user_errors
 def results(results_dir: Path = typer.Argument(..., help="results directory")) -> None:
     """Per-task and per-suite success with episode counts."""
-    if not results_dir.is_dir():
-        raise ConfigError(f"results directory {results_dir} does not exist")
-    _print_summary(results_dir)
+    _print_summary(existing_results_dir(results_dir))
 
 
 @app.command()

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_bench.harness.cli import app, user_errors
-from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.cli import app, existing_results_dir, user_errors
 from lamp_bench.results.lineage import CheckpointLineage, cell_lineage, compact, describe_states
 from lamp_bench.results.store import EpisodeStore
 
@@ -57,8 +56,7 @@ def lineage(
     as_json: bool = typer.Option(False, "--json", help="print the chain as JSON"),
 ) -> None:
     """The chain behind one table cell: episodes -> checkpoint -> training config and commit -> demonstrations."""
-    if not results_dir.is_dir():
-        raise ConfigError(f"results directory {results_dir} does not exist")
+    existing_results_dir(results_dir)
     cell = cell_lineage(EpisodeStore(results_dir).records(), label, suite)
     if as_json:
         from dataclasses import asdict

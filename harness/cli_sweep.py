@@ -8,8 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lamp_bench.harness.cli import _progress, app, check_machine, console, user_errors
-from lamp_bench.harness.config import ConfigError
+from lamp_bench.harness.cli import _progress, app, check_machine, console, existing_results_dir, user_errors
 
 
 @app.command()
@@ -96,6 +95,5 @@ def _print_status(out: Path) -> None:
 @user_errors
 def status(results_dir: Path = typer.Argument(..., help="results directory of a sweep")) -> None:
     """Per cell: episodes done / running / failed / pending, from the store and the job states."""
-    if not results_dir.is_dir():
-        raise ConfigError(f"results directory {results_dir} does not exist")
+    existing_results_dir(results_dir)
     _print_status(results_dir)

@@ -48,22 +48,18 @@ def diagnose(slurm: bool = False, run_canaries: bool = True, setup_only: bool = 
              use_cache: bool = False) -> Report:
     if setup_only:
         return Report({"setup": setup_checks()})
-    environment = [python_check(), torch_check(), mujoco_check(), mesa_check(), sapien_check()]
+    mujoco, sapien = mujoco_check(), sapien_check()
+    environment = [python_check(), torch_check(), mujoco, mesa_check(), sapien]
     sections = {"environment": environment, "assets and versions": asset_checks() + version_checks()}
     if slurm:
         sections["slurm"] = [sinfo_check()]
     if run_canaries:
-        renders = {c.name.split(" ")[0]: c.status for c in environment}
+        renderer = {"libero": mujoco, "libero_plus": mujoco, "simpler_widowx": sapien}
         sections["canaries"] = [
-            canary_check(family, use_cache) if _stack_renders(family, renders) else
+            canary_check(family, use_cache) if renderer[family].status != FAIL else
             Check(f"canary {family}", FAIL, "skipped: its renderer check failed", "fix the environment checks first")
             for family in canaries.PROBE_SUITE]
     return Report(sections)
-
-
-def _stack_renders(family: str, renders: dict[str, str]) -> bool:
-    key = "sapien" if family == "simpler_widowx" else "mujoco"
-    return renders.get(key) != FAIL
 
 
 def suite_stack_checks(suites: Iterable[str]) -> list[Check]:
