@@ -34,4 +34,4 @@ def test_embedded_default_end_to_end_writes_the_report(tmp_path, libero_assets):
     assert all(rates["oracle"]), "the oracle's cell should be at 100%"
     assert not any(rates["lamp-tiny-untrained"]), "the untrained model's cell should be at 0%"
     markdown = (out / "report" / "report.md").read_text()
-    assert "100.0" in markdown and "0.0" in markdown
+    assert "100.0" in markdown and "lamp-tiny-untrained" in markdown  # both extreme cells are in the report
