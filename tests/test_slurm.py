@@ -24,6 +24,23 @@ SLURM_SH = REPO / ".ci" / "slurm.sh"
 
 pytestmark = pytest.mark.slurm
 
+FAULT_SWEEP = """
+[sweep]
+name = "faults"
+[policies.noop_a]
+policy = "noop"
+kwargs = { cameras = [] }
+[policies.noop_b]
+policy = "noop"
+kwargs = { cameras = [] }
+[suites.libero_spatial]
+tasks = [0, 1]
+episodes_per_task = 2
+[tables.faults]
+policies = ["noop_a", "noop_b"]
+suites = ["libero_spatial"]
+"""
+
 # A CPU cluster, fast polling, short grace: keeps each test around a minute on 2 cores.
 OPTIONS = dict(gpus_per_node=0, time="30", poll_s=1.0, grace_s=3.0, signal_delay_s=60)
 
@@ -125,7 +142,12 @@ def test_killed_and_requeued_jobs_end_in_an_exact_set(slurm_cluster, libero_asse
     what the store holds). A plain `scancel` would not do for the first: submitit ignores SIGTERM and a
     fast machine finishes the chunk within Slurm's KillWait."""
     out = tmp_path / "faults"
-    plan = plan_sweep(load_sweep(SMOKE), out, chunk_size=4)  # 2 jobs of 4 episodes, both running at once
+    # Two noop cells, not the smoke sweep's oracle: an oracle episode can end in a second, so its job
+    # could finish its chunk between "one episode recorded" and the kill. A noop episode runs its full
+    # 220 steps (about 5 s here), which leaves each job three episodes (over 15 s) to go at the kill.
+    sweep_file = tmp_path / "faults.toml"
+    sweep_file.write_text(FAULT_SWEEP)
+    plan = plan_sweep(load_sweep(sweep_file), out, chunk_size=4)  # 2 jobs of 4 episodes, both running at once
     result: dict = {}
     driver = threading.Thread(target=lambda: result.update(
         r=run_sweep(plan, "slurm", slurm=SlurmOptions(**OPTIONS))))
