@@ -1,9 +1,9 @@
 """Evaluation from Python: `evaluate(policy_or_checkpoint, suite=..., ...)` for training loops and notebooks.
 
-    from lamp_bench.harness.evaluate import evaluate
+    import lamp_bench
 
-    result = evaluate("ckpt/lamp-tiny", suite="libero_spatial", tasks=[0, 1], episodes_per_task=5)
-    result = evaluate(my_policy, suite="libero_spatial", init_states="10-19")   # any harness Policy
+    result = lamp_bench.evaluate("ckpt/lamp-tiny", suite="libero_spatial", tasks=[0, 1], episodes_per_task=5)
+    result = lamp_bench.evaluate(my_policy, suite="libero_spatial", init_states="10-19")   # any harness Policy
     print(result.summary.success_rate, result.summary.interval)
 
 It runs the same runner as `lamp-bench run` (K environments in lockstep, env retries, policy and

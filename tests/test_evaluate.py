@@ -1,6 +1,9 @@
 """`evaluate()` from Python: records and summary, chosen init states, resumable into a results directory."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from lamp_bench.harness.config import ConfigError
@@ -60,3 +63,20 @@ def test_a_checkpoint_folder_loads_as_the_named_policy(fake_plugins, tmp_path):
     assert result.summary.checkpoint_hash and len(result.summary.checkpoint_hash) == 64
     assert all(r["checkpoint_hash"] == result.summary.checkpoint_hash for r in result.records)
     assert result.summary.episodes == 2
+
+
+def test_lamp_bench_evaluate_is_the_entry_point_and_loads_nothing_heavy():
+    """`import lamp_bench` gives `lamp_bench.evaluate`; importing the package, or only its results and
+    reports, pulls in neither the harness nor torch (checked in a fresh interpreter)."""
+    probe = (
+        "import sys, lamp_bench, lamp_bench.results.stats, lamp_bench.reports.render\n"
+        "assert 'lamp_bench.harness' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+        "from lamp_bench.harness.evaluate import evaluate, Evaluation\n"
+        "assert lamp_bench.evaluate is evaluate and lamp_bench.Evaluation is Evaluation\n"
+        "assert 'evaluate' in dir(lamp_bench)\n"
+        "try:\n"
+        "    lamp_bench.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
