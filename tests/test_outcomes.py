@@ -4,6 +4,7 @@ spawned environment processes and in local workers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -216,3 +217,22 @@ def test_videos_are_written_off_the_loop_and_named_in_the_records(tmp_path):
     assert videos[0].startswith("videos/s/fake/task0_init0_seed0_success.")
     assert videos[1].startswith("videos/s/fake/task0_init1_seed0_failure.")
     assert all((tmp_path / videos[i]).stat().st_size > 0 for i in (0, 1))
+
+
+def test_local_workers_get_their_share_of_the_cores_for_thread_pools(monkeypatch):
+    """N local workers each size torch's and llvmpipe's pools to cpus // N (oversubscribed OpenMP threads
+    spin against each other); a value the user set is left alone and nothing leaks after submitting."""
+    from lamp_bench.harness.executors import THREAD_POOL_VARIABLES, thread_share
+
+    for name in THREAD_POOL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    with thread_share(2):
+        assert [os.environ[name] for name in THREAD_POOL_VARIABLES] == ["4", "4"]
+    with thread_share(16):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert not any(name in os.environ for name in THREAD_POOL_VARIABLES)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with thread_share(2):
+        assert (os.environ["OMP_NUM_THREADS"], os.environ["LP_NUM_THREADS"]) == ("3", "4")
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "LP_NUM_THREADS" not in os.environ

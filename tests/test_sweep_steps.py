@@ -169,7 +169,8 @@ def test_local_sweep_runs_steps_in_order_resumes_after_sigkill_and_traces_lineag
     broken = json.loads((out / "steps/train/broken/step.json").read_text())
     assert broken["status"] == "failed" and broken["error"]
     status = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True)
-    assert "broken/libero_spatial: blocked: train:broken failed" in status.stderr + status.stdout
+    said = status.stderr + status.stdout
+    assert "blocked by train:broken (failed)" in said and "cells: broken/libero_spatial" in said
     from lamp_bench.results.store import EpisodeStore
 
     records = EpisodeStore(out).records()
@@ -208,4 +209,4 @@ def test_slurm_sweep_chains_steps_with_afterok_and_blocks_a_failed_training(tmp_
     (checkpoint,) = json.loads(lineage.stdout)["checkpoints"]
     assert checkpoint["status"] == "ok" and checkpoint["checkpoint_hash"] == steps["lamp"]["result"]["checkpoint_hash"]
     status = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True)
-    assert "train:lamp" in status.stdout + status.stderr and "blocked: train:broken failed" in status.stdout + status.stderr
+    assert "train:lamp" in status.stdout + status.stderr and "blocked by train:broken (failed)" in status.stdout + status.stderr

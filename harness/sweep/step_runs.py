@@ -190,7 +190,7 @@ def _run_child(key: str, out: Path, source: str) -> None:
     log = _folder_of(out, key) / "step.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
-        code = subprocess.call([sys.executable, "-m", "lamp_bench.harness.sweep.step_runs", source, str(out), key],
+        code = subprocess.call([sys.executable, "-m", "lamp_bench.harness.sweep", source, str(out), key],
                                stdout=sink, stderr=subprocess.STDOUT)
     if code != 0:
         raise ChildFailed(f"step process exited with code {code} (log: {log})")
@@ -282,13 +282,12 @@ def blocked_cells(plan: Any, executor: str, slurm: Any = None) -> set[int]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m lamp_bench.harness.sweep.step_runs SWEEP OUT KEY`: one step in this process."""
+    """`python -m lamp_bench.harness.sweep SWEEP OUT KEY`: one step in this process."""
     from lamp_bench.harness.sweep.validation import load_sweep
 
     source, out, key = argv
-    graph = load_sweep(source).steps
     try:
-        run_step(graph, key, out)
+        run_step(load_sweep(source).steps, key, out)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -296,7 +295,3 @@ def main(argv: Sequence[str]) -> int:
         traceback.print_exc()
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

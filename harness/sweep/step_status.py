@@ -68,6 +68,15 @@ def steps_status(out: str | Path) -> tuple[list[StepStatus], list[str]]:
     return rows, list(graph.get("flags", []))
 
 
+def _labels(cells: tuple[str, ...]) -> str:
+    """'lamp (5 suites), no-motion (4 suites)': the labels of the cells a step's checkpoint serves."""
+    counts: dict[str, int] = {}
+    for cell in cells:
+        label = cell.split("/", 1)[0]
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{label} ({n} suite{'s' if n > 1 else ''})" for label, n in counts.items())
+
+
 def print_steps(out: str | Path, console: Any) -> None:
     """The steps table and the blocked cells, printed by `lamp-bench status` and `lamp-bench sweep`."""
     from rich.table import Table
@@ -79,13 +88,12 @@ def print_steps(out: str | Path, console: Any) -> None:
     for column in ("step", "status", "job", "detail", "cells"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.key, row.status, row.job_id or "", row.detail[:90], ", ".join(row.blocks))
+        table.add_row(row.key, row.status, row.job_id or "", row.detail[:90], _labels(row.blocks))
     console.print(table)
     for row in rows:
-        if row.status in (FAILED, "died") and row.blocks:
-            for cell in row.blocks:
-                console.print(f"{cell}: blocked: {row.key} {row.status}: {row.detail or 'no reason recorded'}",
-                              highlight=False)
+        if row.status in (FAILED, "died") and row.blocks:  # the reason once per step, then the cells it blocks
+            console.print(f"blocked by {row.key} ({row.status}): {row.detail or 'no reason recorded'}", highlight=False)
+            console.print(f"  cells: {', '.join(row.blocks)}", highlight=False)
     for flag in flags:
         console.print(f"note: {flag}", highlight=False)
 
