@@ -3,6 +3,7 @@ reason, and the held-out flags. Reads `<out>/jobs/steps.json`, each step's step.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,7 @@ def steps_status(out: str | Path) -> tuple[list[StepStatus], list[str]]:
 
 def _labels(cells: tuple[str, ...]) -> str:
     """'lamp (5 suites), no-motion (4 suites)': the labels of the cells a step's checkpoint serves."""
-    counts: dict[str, int] = {}
-    for cell in cells:
-        label = cell.split("/", 1)[0]
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(cell.split("/", 1)[0] for cell in cells)
     return ", ".join(f"{label} ({n} suite{'s' if n > 1 else ''})" for label, n in counts.items())
 
 
