@@ -3,17 +3,23 @@
 # trained on them -> held-out evaluation -> report. Resumable: run it again after a kill and it goes on
 # (finished steps and episodes are skipped, a killed training resumes from its last save).
 #
-#   bash benchmarks/mini_paper.sh                 # the full run: ~2.5-3 h on 2 cores (needs a quiet machine)
+#   bash benchmarks/mini_paper.sh                 # the full run: ~3-3.5 h on 2 cores (needs a quiet machine)
 #   SWEEP=my_toy.toml WORK=/tmp/mini bash benchmarks/mini_paper.sh   # the same pipeline on another sweep file
 #
-# Budget on this 2-core machine, from benchmarks/results/train_tiny.json (30 demos in 4.3 min with 2
-# processes; 150 + 2000 steps of batch 32 in 19.4 min at 59 samples/s; ~21-27 s per 220-step episode):
-#   demonstrations  40 (10 per suite; libero_10's are longer)          ~20 min
-#   training        3 models x (150 + 1500 steps of batch 32) ~14 min  ~45 min (+ ~20 min for dav2 with weights)
-#   selection       3 points x 2 episodes                               ~3 min
-#   evaluation      154 episodes, 2 workers (libero_10 runs 520 steps)  ~60 min
+# The depth-estimator row (dav2) needs DepthAnything-V2 weights ($LAMP_BENCH_DEPTH_WEIGHTS/dav2). Without
+# them (DEPTH_STANDIN=1, the default) the first pass blocks dav2's cells, then a tiny DepthAnything-
+# architecture estimator is fitted to the simulator depth of the sweep's own demonstrations
+# (models/training/depth_fit.py, saved in the published layout with a standin.json that says what it is),
+# and a second pass of the same sweep trains and evaluates dav2 with it. DEPTH_STANDIN=0 leaves them blocked.
+#
+# Measured on this 2-core machine (benchmarks/results/mini_paper.json):
+#   demonstrations  40 (10 per suite; libero_10's are longer)                        22 min
+#   training        lamp with selection 28.5, openvla 14, ungated 25 min              67 min
+#   evaluation      154 episodes, 2 workers (libero_10 runs 520 steps)              ~70 min
+#   depth stand-in  fit ~4 min, dav2's training ~25 min, its 20 episodes ~10 min    ~40 min
 # Outputs: benchmarks/results/mini_paper/ (report.md, report.html, report.csv, lineage of every label,
-# status.txt) and benchmarks/results/mini_paper.json (wall time, load average, step and cell counts).
+# status.txt) and benchmarks/results/mini_paper.json (wall time of every invocation, load average, step
+# and cell counts).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -27,8 +33,23 @@ WORKERS="${WORKERS:-2}"
 
 started=$(date +%s)
 load_before=$(cut -d' ' -f1 /proc/loadavg)
+DEPTH_STANDIN="${DEPTH_STANDIN:-1}"
+mkdir -p "$WORK"
+STANDIN="$(cd "$WORK" && pwd)/depth-standin"  # absolute (jobs run elsewhere); holds dav2/ (a folder per depth source, as $LAMP_BENCH_DEPTH_WEIGHTS expects)
+dav2_weights() { python -c "from lamp_bench.models.lamp.depth import weights_folder; print(weights_folder('dav2'))"; }
+if [ "$DEPTH_STANDIN" = 1 ] && [ -z "${LAMP_BENCH_DEPTH_WEIGHTS:-}" ] && [ -f "$STANDIN/dav2/standin.json" ]; then
+  export LAMP_BENCH_DEPTH_WEIGHTS="$STANDIN"  # resuming a run that fitted its stand-in already
+fi
+
 lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS"
 sweep_rc=$?  # 1: some jobs failed for good; a blocked cell (failed training) is in the status, not here
+if [ "$DEPTH_STANDIN" = 1 ] && [ ! -f "$(dav2_weights)/config.json" ] && grep -q '^\[train\.dav2\]' "$SWEEP"; then
+  echo "no dav2 depth weights: fitting a tiny stand-in on the sweep's demonstrations into $STANDIN/dav2"
+  python -m lamp_bench.models.training.depth_fit --demos "$WORK"/steps/demos/* --out "$STANDIN/dav2" || exit $?
+  export LAMP_BENCH_DEPTH_WEIGHTS="$STANDIN"
+  lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS"  # resumes: only dav2 is left
+  sweep_rc=$?
+fi
 mkdir -p "$REPORT"
 lamp-bench status "$WORK" > "$REPORT/status.txt" 2>&1
 lamp-bench report "$WORK" --out "$REPORT" --format md,html,csv || exit $?
@@ -53,17 +74,27 @@ from lamp_bench.results.store import EpisodeStore
 work, sweep, started, load_before, rc = sys.argv[1:]
 records = EpisodeStore(work).records()
 steps, flags = steps_status(work)
+target = Path("benchmarks/results/mini_paper.json" if sweep.endswith("mini.toml") else f"{work}/mini_paper.json")
+earlier = json.loads(target.read_text()) if target.is_file() else {}
+invocations = earlier.get("invocations") or ([{"wall_min": earlier["wall_min"], "episodes_after": earlier["episodes"]}]
+                                              if earlier.get("work") == work and "wall_min" in earlier else [])
+if earlier.get("work") != work:
+    invocations = []  # another work folder: another run
+invocations.append({"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(started))),
+                    "wall_min": round((time.time() - int(started)) / 60, 1), "episodes_after": len(records),
+                    "load_average_1min": {"before": float(load_before), "after": os.getloadavg()[0]}})
+standin = Path(work) / "depth-standin" / "dav2" / "standin.json"
 summary = {
     "sweep": sweep, "work": work, "machine": {"cpus": os.cpu_count()},
-    "wall_min": round((time.time() - int(started)) / 60, 1),
-    "load_average_1min": {"before": float(load_before), "after": os.getloadavg()[0]},
+    "wall_min": round(sum(i["wall_min"] for i in invocations), 1),  # all invocations of this run together
+    "invocations": invocations,
+    "depth_standin": json.loads(standin.read_text()) if standin.is_file() else None,
     "sweep_exit_code": int(rc),
     "steps": {s.key: {"status": s.status, "detail": s.detail} for s in steps}, "flags": flags,
     "episodes": len(records),
     "cells": {f"{l}/{s}": sum(r["success"] for r in records if (r["label"], r["suite"]) == (l, s))
               for l, s in sorted({(r["label"], r["suite"]) for r in records})},
 }
-Path("benchmarks/results/mini_paper.json" if sweep.endswith("mini.toml") else f"{work}/mini_paper.json").write_text(
-    json.dumps(summary, indent=1))
+target.write_text(json.dumps(summary, indent=1))
 print(json.dumps({k: summary[k] for k in ("wall_min", "episodes", "steps")}, indent=1))
 EOF

@@ -28,6 +28,7 @@ def chain_lines(c: CheckpointLineage) -> list[str]:
     lines += [f"  -> lineage {c.lineage_file}",
               f"  -> training: {training}",
               f"     trainer code commit {c.code_commit}",
+              *_depth_lines(c.depth_estimator),
               f"  -> demonstrations: set {c.demo_set_hash} ({len(c.demo_pairs)} demos, suites "
               f"{', '.join(c.demo_suites) or '?'}; data {', '.join(map(str, c.training.get('data') or []))})"]
     for suite in c.demo_suites:
@@ -45,6 +46,14 @@ def chain_lines(c: CheckpointLineage) -> list[str]:
     elif c.demo_pairs:
         lines.append("  held out: no evaluated init state was used by the demonstrations")
     return lines
+
+
+def _depth_lines(depth: dict | None) -> list[str]:
+    if not depth:  # no motion pathway, or a lineage written before depth was recorded
+        return []
+    if depth.get("source") == "sim":
+        return ["     depth: the simulator's"]
+    return [f"     depth: {depth.get('source')} estimator, weights {depth.get('weights')} (hash {depth.get('weights_hash')})"]
 
 
 @app.command()

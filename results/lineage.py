@@ -45,6 +45,7 @@ class CheckpointLineage:
     chosen_step: int | None = None
     on_demo_states: tuple[tuple[int, int], ...] = ()
     on_selection_states: tuple[tuple[int, int], ...] = ()
+    depth_estimator: Mapping[str, Any] | None = None  # source, weights folder and hash the training lifted with
 
     @property
     def demo_init_states(self) -> tuple[int, ...]:
@@ -104,7 +105,8 @@ def _checkpoint_lineage(checkpoint_hash: str | None, suite: str, records: Sequen
         demo_set_hash=(data.get("data") or {}).get("demo_set_hash"),
         demo_suites=tuple((data.get("data") or {}).get("suites") or ()), demo_pairs=demo_pairs,
         collection=(data.get("data") or {}).get("collection"), selection_states=selected,
-        chosen_step=selection.get("chosen_step"), on_demo_states=on_demo, on_selection_states=on_select, **base)
+        chosen_step=selection.get("chosen_step"), on_demo_states=on_demo, on_selection_states=on_select,
+        depth_estimator=data.get("depth_estimator"), **base)
 
 
 def cell_lineages(records: Iterable[Mapping[str, Any]]) -> list[CellLineage]:

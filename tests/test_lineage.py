@@ -106,6 +106,7 @@ def test_training_writes_lineage_and_the_cli_prints_the_chain(tmp_path, libero_a
     assert lineage["data"]["files"][0]["init_states"] == [0] and len(lineage["data"]["demo_set_hash"]) == 64
     assert [s["step"] for s in lineage["selection"]["scores"]] == [3, 6]
     assert lineage["selection"]["validation_init_states"] == [40]
+    assert lineage["depth_estimator"] == {"source": "sim"}  # the tiny preset lifts with simulator depth
     results = tmp_path / "results"
     evaluate(out, policy="sim-depth", suite="libero_spatial", tasks=[0], init_states=[0, 1], out=results,
              label="lamp", suite_kwargs=suite_kwargs)
@@ -114,6 +115,7 @@ def test_training_writes_lineage_and_the_cli_prints_the_chain(tmp_path, libero_a
     assert shown.returncode == 0, shown.stderr
     assert lineage["checkpoint_hash"] in shown.stdout and lineage["data"]["demo_set_hash"] in shown.stdout
     assert "not held out" in shown.stdout and "selected at step" in shown.stdout
+    assert "depth: the simulator's" in shown.stdout
     bad = subprocess.run([*CLI, "lineage", str(results), "--label", "nope", "--suite", "libero_spatial"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no episodes of label 'nope'" in bad.stderr

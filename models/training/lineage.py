@@ -7,6 +7,9 @@
                          path order), and per file its suite, task, dataset key, demos and the init states they
                          came from; `collection`: the collection settings (suite, tasks, episodes, init states,
                          noise, oracle) when the folder has a `demo_set.json` manifest (sweeps write one)
+    depth_estimator      the frozen estimator the motion pathway was trained with: source, weights folder and
+                         the hash of its safetensors (the same identity episodes record); {"source": "sim"} for
+                         simulator depth, None without a motion pathway
     selection            filled in by checkpoint selection (harness.selection) when it picked these weights
 
 A lineage file whose checkpoint_hash differs from the folder's weights is stale; readers (results.lineage)
@@ -23,7 +26,7 @@ from typing import Any
 import h5py
 
 from lamp_bench.harness.provenance import code_commit, hash_files, package_versions
-from lamp_bench.models.lamp.checkpoint import checkpoint_hash
+from lamp_bench.models.lamp.checkpoint import checkpoint_hash, read_config
 from lamp_bench.models.training.config import TrainConfig
 from lamp_bench.models.training.demos import find_demo_files
 
@@ -59,6 +62,21 @@ def demo_set_identity(data: tuple[str, ...] | list[str]) -> dict[str, Any]:
     }
 
 
+def depth_identity(checkpoint: Path) -> dict[str, Any] | None:
+    """Which depth the checkpoint's motion pathway lifts with; estimator weights are resolved as the
+    trainer resolved them (models.lamp.depth.weights_folder)."""
+    motion = read_config(checkpoint).motion
+    if motion is None:
+        return None
+    if motion.depth.source == "sim":
+        return {"source": "sim"}
+    from lamp_bench.models.lamp.depth import weights_folder
+
+    folder = weights_folder(motion.depth.source)
+    files = sorted(folder.glob("*.safetensors"))
+    return {"source": motion.depth.source, "weights": str(folder), "weights_hash": hash_files(files) if files else None}
+
+
 def write_lineage(config: TrainConfig, out: Path, selection: dict[str, Any] | None = None) -> Path:
     """Write `<out>/lineage.json` for the checkpoint in `out` (atomically: a kill leaves the old one)."""
     lineage = {
@@ -69,6 +87,7 @@ def write_lineage(config: TrainConfig, out: Path, selection: dict[str, Any] | No
         "trainer": {"code_commit": code_commit(), "versions": package_versions()},
         "training_config": config.to_dict(),
         "data": demo_set_identity(config.data),
+        "depth_estimator": depth_identity(out),
         "selection": selection,
     }
     path = Path(out) / LINEAGE_FILE
