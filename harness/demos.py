@@ -50,8 +50,8 @@ def _frame(obs: Observation, action: np.ndarray, env: SuiteEnv, object_names: li
 
 
 def _names(obs: Observation) -> tuple[list[str] | None, list[str]]:
-    seg = obs.privileged.get("segmentation_names")
-    body_names = [seg[b] for b in range(len(seg))] if seg else None
+    seg = obs.privileged.get("segmentation_names")  # id -> name; LIBERO's ids are 0..n-1, ManiSkill's skip some
+    body_names = [str(seg.get(b, "")) for b in range(max(seg) + 1)] if seg else None
     return body_names, sorted(obs.privileged.get("objects", {}))
 
 
