@@ -204,7 +204,9 @@ def simpler_section(ctx: Context) -> Section | None:
 
 
 def ablation_sections(ctx: Context) -> list[Section]:
-    present = set(ctx.label_policy.values())
+    evaluated = ctx.labels([*LIBERO_SUITES, PLUS_SUITE])  # a label run elsewhere only (a WidowX model) has no row
+    label_policy = {label: ctx.label_policy[label] for label in evaluated}
+    present = set(label_policy.values())
     columns = {"LIBERO Avg": libero_average("LIBERO Avg"), "LIBERO-Plus": Column("LIBERO-Plus", {"suite": PLUS_SUITE})}
     sections = []
     for key, title, stub, column_names, levels, proposed in ABLATIONS:
@@ -213,7 +215,7 @@ def ablation_sections(ctx: Context) -> list[Section]:
         specs, ref_index = [], None
         for level, name, policies in levels:
             policy = next((p for p in policies if p in present), None)
-            labels = sorted(label for label, p in ctx.label_policy.items() if p == policy) if policy else []
+            labels = sorted(label for label, p in label_policy.items() if p == policy) if policy else []
             if not labels:
                 specs.append(RowSpec(name, {}, None, level, missing=f"no label of policy {' or '.join(policies)}"))
                 continue

@@ -415,3 +415,18 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
                                                    if v.endswith(".mp4") and v != MISSING_VIDEO)
     assert all((out / src).resolve().is_file() for src, *_ in videos)
     assert all(ready >= 2 and width == 48 and error is None for _, ready, width, error in videos)
+
+
+def test_a_label_evaluated_only_on_simplerenv_has_no_ablation_row(tmp_path):
+    """A WidowX model (policy lamp, its own label) sits in the SimplerEnv table, not in LIBERO's ablations."""
+    writer = EpisodeStore(tmp_path).writer()
+    for suite in LIBERO:
+        writer.append(record("lamp", "lamp", suite, 0, 0, True))
+        writer.append(record("no-motion", "no-motion", suite, 0, 0, False))  # so that the steps ablation is laid out
+    writer.append(record("lamp-widowx", "lamp", "simpler_widowx", 0, 0, True, task_name="PutSpoonOnTableClothInScene-v1"))
+    writer.close()
+    build_report(tmp_path, out_dir=tmp_path / "report", formats=("csv",))
+    cells = pd.read_csv(tmp_path / "report" / "report.csv", keep_default_na=False, dtype=str)
+    ablation_rows = set(cells.loc[cells["section"].str.startswith("ablation"), "row"])
+    assert "1 (proposed): lamp" in ablation_rows and not any("lamp-widowx" in r for r in ablation_rows)
+    assert "lamp-widowx" in set(cells.loc[cells["section"] == "simpler_widowx", "row"])
