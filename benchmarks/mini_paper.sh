@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/mini_paper.sh                 # the full run: ~3-3.5 h on 2 cores (needs a quiet machine)
 #   SWEEP=my_toy.toml WORK=/tmp/mini bash benchmarks/mini_paper.sh   # the same pipeline on another sweep file
+#   TABLES=simpler_widowx WORK=... REPORT=... bash benchmarks/mini_paper.sh   # only these tables and their steps
 #
 # The depth-estimator row (dav2) needs DepthAnything-V2 weights ($LAMP_BENCH_DEPTH_WEIGHTS/dav2). Without
 # them (DEPTH_STANDIN=1, the default) the first pass blocks dav2's cells, then a tiny DepthAnything-
@@ -26,10 +27,14 @@ cd "$(dirname "$0")/.."
 
 export LAMP_BENCH_LIBERO_ASSETS="${LAMP_BENCH_LIBERO_ASSETS:-$(cd .. && pwd)/shared/assets/libero}"
 export LAMP_BENCH_LIBERO_PLUS_ASSETS="${LAMP_BENCH_LIBERO_PLUS_ASSETS:-$(cd .. && pwd)/shared/assets/libero-plus}"
+export LAMP_BENCH_MANISKILL_ASSETS="${LAMP_BENCH_MANISKILL_ASSETS:-$(cd .. && pwd)/shared/assets/maniskill}"
 SWEEP="${SWEEP:-sweeps/mini.toml}"
 WORK="${WORK:-benchmarks/results/mini_paper_work}"
-REPORT="${REPORT:-benchmarks/results/mini_paper}"
+[ "$SWEEP" = sweeps/mini.toml ] && default_report=benchmarks/results/mini_paper || default_report="$WORK/report"
+REPORT="${REPORT:-$default_report}"  # and its summary, $REPORT.json
 WORKERS="${WORKERS:-2}"
+TABLES="${TABLES:-}"  # comma-separated: run only these tables of the sweep (and the steps they need)
+only=(); [ -n "$TABLES" ] && only=(--tables "$TABLES")
 
 started=$(date +%s)
 load_before=$(cut -d' ' -f1 /proc/loadavg)
@@ -41,13 +46,27 @@ if [ "$DEPTH_STANDIN" = 1 ] && [ -z "${LAMP_BENCH_DEPTH_WEIGHTS:-}" ] && [ -f "$
   export LAMP_BENCH_DEPTH_WEIGHTS="$STANDIN"  # resuming a run that fitted its stand-in already
 fi
 
-lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS"
+# the demonstration folders that this run's [train.dav2] step trains on (none: the run trains no dav2)
+dav2_data() { python - "$SWEEP" "$WORK" "$TABLES" <<'PY'
+import sys
+from lamp_bench.harness.sweep import load_sweep, only_tables
+
+sweep_file, work, tables = sys.argv[1:]
+sweep = load_sweep(sweep_file)
+graph = (only_tables(sweep, tables.split(",")) if tables else sweep).steps
+if graph and "dav2" in graph.train:
+    print(" ".join(str(graph.demos[name].folder(work)) for name in graph.train["dav2"].data))
+PY
+}
+
+lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS" "${only[@]}"
 sweep_rc=$?  # 1: some jobs failed for good; a blocked cell (failed training) is in the status, not here
-if [ "$DEPTH_STANDIN" = 1 ] && [ ! -f "$(dav2_weights)/config.json" ] && grep -q '^\[train\.dav2\]' "$SWEEP"; then
-  echo "no dav2 depth weights: fitting a tiny stand-in on the sweep's demonstrations into $STANDIN/dav2"
-  python -m lamp_bench.models.training.depth_fit --demos "$WORK"/steps/demos/* --out "$STANDIN/dav2" || exit $?
+depth_demos=$(dav2_data)
+if [ "$DEPTH_STANDIN" = 1 ] && [ ! -f "$(dav2_weights)/config.json" ] && [ -n "$depth_demos" ]; then
+  echo "no dav2 depth weights: fitting a tiny stand-in on dav2's demonstrations into $STANDIN/dav2"
+  python -m lamp_bench.models.training.depth_fit --demos $depth_demos --out "$STANDIN/dav2" || exit $?
   export LAMP_BENCH_DEPTH_WEIGHTS="$STANDIN"
-  lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS"  # resumes: only dav2 is left
+  lamp-bench sweep "$SWEEP" --out "$WORK" --executor local --workers "$WORKERS" "${only[@]}"  # resumes: dav2 is left
   sweep_rc=$?
 fi
 mkdir -p "$REPORT"
@@ -65,16 +84,16 @@ with open(f"{report}/lineage.txt", "w") as out:
                                 capture_output=True, text=True)
         out.write(result.stdout + result.stderr + "\n")
 EOF
-python - "$WORK" "$SWEEP" "$started" "$load_before" "$sweep_rc" <<'EOF'
+python - "$WORK" "$SWEEP" "$started" "$load_before" "$sweep_rc" "$REPORT" "$TABLES" <<'EOF'
 import json, os, sys, time
 from pathlib import Path
 from lamp_bench.harness.sweep.step_status import steps_status
 from lamp_bench.results.store import EpisodeStore
 
-work, sweep, started, load_before, rc = sys.argv[1:]
+work, sweep, started, load_before, rc, report, tables = sys.argv[1:]
 records = EpisodeStore(work).records()
 steps, flags = steps_status(work)
-target = Path("benchmarks/results/mini_paper.json" if sweep.endswith("mini.toml") else f"{work}/mini_paper.json")
+target = Path(report.rstrip("/") + ".json")
 earlier = json.loads(target.read_text()) if target.is_file() else {}
 invocations = earlier.get("invocations") or ([{"wall_min": earlier["wall_min"], "episodes_after": earlier["episodes"]}]
                                               if earlier.get("work") == work and "wall_min" in earlier else [])
@@ -85,7 +104,7 @@ invocations.append({"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtim
                     "load_average_1min": {"before": float(load_before), "after": os.getloadavg()[0]}})
 standin = Path(work) / "depth-standin" / "dav2" / "standin.json"
 summary = {
-    "sweep": sweep, "work": work, "machine": {"cpus": os.cpu_count()},
+    "sweep": sweep, "tables": tables.split(",") if tables else "all", "work": work, "machine": {"cpus": os.cpu_count()},
     "wall_min": round(sum(i["wall_min"] for i in invocations), 1),  # all invocations of this run together
     "invocations": invocations,
     "depth_standin": json.loads(standin.read_text()) if standin.is_file() else None,

@@ -19,6 +19,8 @@ def sweep(
     executor: str = typer.Option("local", "--executor", help="inline | local | slurm"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local executor: jobs at once"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="episodes per job (policy loaded once)"),
+    tables: Optional[str] = typer.Option(None, "--tables", help="run only these tables (comma-separated) and the "
+                                                                "demonstration and training steps they need"),
     envs_per_worker: Optional[int] = typer.Option(None, "--envs-per-worker", min=1,
                                                   help="override the sweep file's environments per worker"),
     detach: bool = typer.Option(False, "--detach", help="slurm: return once submitted; follow with `lamp-bench status`"),
@@ -39,9 +41,12 @@ def sweep(
 ) -> None:
     """Run a sweep (policies x suites x settings) as jobs; resumable and preemption-safe."""
     from lamp_bench.harness.executors import SlurmOptions
-    from lamp_bench.harness.sweep import load_sweep, plan_sweep, run_sweep, sweep_status, write_plan
+    from lamp_bench.harness.sweep import load_sweep, only_tables, plan_sweep, run_sweep, sweep_status, write_plan
 
-    plan = plan_sweep(load_sweep(file), out, chunk_size)
+    loaded = load_sweep(file)
+    if tables is not None:
+        loaded = only_tables(loaded, [name.strip() for name in tables.split(",") if name.strip()])
+    plan = plan_sweep(loaded, out, chunk_size)
     if executor != "slurm":  # Slurm jobs run on other nodes; they check themselves when they start
         check_machine(sorted({job.spec.suite for job in plan.jobs}))
     if envs_per_worker is not None:

@@ -16,7 +16,7 @@ import pytest
 from demo_data import needs_libero
 from test_slurm import slurm_cluster  # noqa: F401  (the local Slurm cluster fixture)
 
-from lamp_bench.harness.sweep import SweepError, load_sweep, plan_sweep
+from lamp_bench.harness.sweep import SweepError, load_sweep, only_tables, plan_sweep
 
 CLI = [sys.executable, "-m", "lamp_bench.harness.cli"]
 
@@ -122,6 +122,39 @@ def test_selection_overlapping_evaluation_is_refused(tmp_path):
     with pytest.raises(SweepError, match=r"evaluation init states 0 were used to select the checkpoint"):
         load_sweep(toy(tmp_path, select=select))
     load_sweep(toy(tmp_path, select='select = {every = 5, init_states = "10-11"}'))
+
+
+OTHER_TABLE = """
+[demos.other]
+suite = "libero_spatial"
+tasks = [0]
+episodes = 1
+init_states = "30-31"
+
+[train.other]
+data = "demos:other"
+
+[policies.other]
+policy = "lamp"
+checkpoint = "train:other"
+
+[tables.other]
+policies = ["other"]
+suites = ["libero_spatial"]
+"""
+
+
+def test_tables_option_runs_one_table_and_only_the_steps_it_needs(tmp_path):
+    sweep = load_sweep(toy(tmp_path, extra=OTHER_TABLE))
+    other = only_tables(sweep, ["other"])
+    assert [c.name for c in other.cells()] == ["other/libero_spatial"]
+    assert other.steps.order == ("demos:other", "train:other") and set(other.steps.train) == {"other"}
+    assert only_tables(sweep, ["toy"]).steps.order == ("demos:toy", "train:lamp", "train:broken")
+    run = subprocess.run([*CLI, "sweep", str(tmp_path / "toy.toml"), "--out", str(tmp_path / "out"), "--tables", "othr"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and not (tmp_path / "out").exists()
+    assert "--tables othr: " in run.stderr and "(did you mean other?)" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
 
 
 def _state(out: Path) -> tuple[str, int]:

@@ -24,7 +24,8 @@ Bookkeeping in <results>/jobs/ (JSON, so `lamp-bench status` works from any proc
     workers/<key>.json      written by the job itself: running / finished / stopped / failed, host, pid
 
 Modules: `schema` (the parsed file), `validation` (load_sweep), `planning` (cells -> jobs), `ledger`
-(bookkeeping files, TrackedJob), `running` (run_sweep on each executor), `status` (sweep_status).
+(bookkeeping files, TrackedJob), `running` (run_sweep on each executor), `status` (sweep_status),
+`steps` ([demos.*] / [train.*] and `only_tables`, the cut that `--tables` makes).
 """
 from lamp_bench.harness.sweep.ledger import Ledger, TrackedJob, jobs_dir, read_plan, write_plan
 from lamp_bench.harness.sweep.planning import PlannedJob, SweepPlan, job_key, plan_sweep
@@ -32,8 +33,9 @@ from lamp_bench.harness.sweep.running import EXECUTORS, SweepResult, run_sweep
 from lamp_bench.harness.sweep.schema import (DEFAULT_CHUNK_SIZE, Cell, PolicyEntry, Settings, SuiteEntry, Sweep,
                                              SweepError, TableEntry)
 from lamp_bench.harness.sweep.status import CellStatus, sweep_status
+from lamp_bench.harness.sweep.steps import only_tables
 from lamp_bench.harness.sweep.validation import load_sweep
 
 __all__ = ["Cell", "CellStatus", "DEFAULT_CHUNK_SIZE", "EXECUTORS", "Ledger", "PlannedJob", "PolicyEntry", "Settings",
            "SuiteEntry", "Sweep", "SweepError", "SweepPlan", "SweepResult", "TableEntry", "TrackedJob", "job_key",
-           "jobs_dir", "load_sweep", "plan_sweep", "read_plan", "run_sweep", "sweep_status", "write_plan"]
+           "jobs_dir", "load_sweep", "only_tables", "plan_sweep", "read_plan", "run_sweep", "sweep_status", "write_plan"]

@@ -362,3 +362,24 @@ def with_steps(sweep: Any, data: Mapping[str, Any]) -> Any:
     if not graph and not any(str(c.policy_kwargs.get("checkpoint", "")).startswith(TRAIN_REF) for c in cells):
         return sweep
     return replace(sweep, steps=check_cells(sweep.path, graph, cells, evaluated_pairs))
+
+
+def only_tables(sweep: Any, names: Sequence[str]) -> Any:
+    """The sweep cut to the tables `names` and the steps their cells need (`lamp-bench sweep --tables`):
+    the other tables' cells, demonstrations and trainings are neither run nor shown."""
+    from dataclasses import replace
+
+    unknown = [n for n in names if n not in sweep.tables]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(sweep.tables), n=1)
+        raise SweepError(f"--tables {','.join(unknown)}: {sweep.path} has no such table"
+                         + (f" (did you mean {close[0]}?)" if close else "") + f"; its tables: {', '.join(sweep.tables)}")
+    kept = replace(sweep, tables={n: t for n, t in sweep.tables.items() if n in names})
+    graph = sweep.steps
+    if not graph:
+        return kept
+    needed = {k for cell in kept.cells() if (ref := cell_step(cell)) for k in graph.upstream(ref)}
+    cut = StepGraph({n: d for n, d in graph.demos.items() if d.key in needed},
+                    {n: t for n, t in graph.train.items() if t.key in needed},
+                    tuple(k for k in graph.order if k in needed), graph.resources)
+    return replace(kept, steps=check_cells(sweep.path, cut, kept.cells(), evaluated_pairs))
