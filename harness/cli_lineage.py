@@ -53,7 +53,8 @@ def _depth_lines(depth: dict | None) -> list[str]:
         return []
     if depth.get("source") == "sim":
         return ["     depth: the simulator's"]
-    return [f"     depth: {depth.get('source')} estimator, weights {depth.get('weights')} (hash {depth.get('weights_hash')})"]
+    line = f"     depth: {depth.get('source')} estimator, weights {depth.get('weights')} (hash {depth.get('weights_hash')})"
+    return [line] + ([f"     !! the depth weights are {depth['stand_in']}"] if depth.get("stand_in") else [])
 
 
 @app.command()

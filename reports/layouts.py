@@ -227,8 +227,24 @@ def ablation_sections(ctx: Context) -> list[Section]:
                              ref_index, {level: name for level, name, _ in levels}, holm=True)
         notes = ["LIBERO Avg = mean of the four LIBERO suite rates (needs all four); LIBERO-Plus = Total over "
                  "all evaluated LIBERO-Plus episodes. Each row names the label that supplies it."]
+        notes += stand_in_notes(ctx, [spec.label for spec in specs if spec.label])
         sections.append(Section(key, title, tables, notes, plot="steps" if key == "ablation_steps" else "bars"))
     return sections
+
+
+def stand_in_notes(ctx: Context, labels: Sequence[str]) -> list[str]:
+    """A row whose depth estimator ran with fitted stand-in weights says so (its episodes' policy_config
+    names them): such a row tests the pipeline, not the published estimator."""
+    notes = []
+    for label in labels:
+        for text in ctx.provenance.labels.get(label, {}).get("policy_config", {}):
+            depth = (json.loads(text) or {}).get("depth_estimator") or {}
+            if depth.get("stand_in"):
+                notes.append(f"{label}: its {depth.get('source')} depth weights (hash "
+                             f"{str(depth.get('weights_hash'))[:16]}) are {depth['stand_in']}; the row tests the "
+                             f"pipeline, not the published estimator")
+                break
+    return notes
 
 
 def other_section(ctx: Context) -> Section | None:

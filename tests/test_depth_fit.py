@@ -48,6 +48,7 @@ def test_the_stand_in_learns_depth_from_the_image_and_loads_like_published_weigh
     assert json.loads((tmp_path / "dav2" / STANDIN_FILE).read_text())["weights_hash"] == fitted["weights_hash"]
     loaded = build_depth_estimator("dav2", weights=tmp_path / "dav2", input_size=SIZE)  # the real loader, strict
     assert loaded.describe()["weights_hash"] == fitted["weights_hash"]
+    assert loaded.describe()["stand_in"] == fitted["what"]  # provenance of every episode says what the weights are
     image = torch.full((1, 3, SIZE, SIZE), 0.7)
     with torch.no_grad():
         assert loaded(image).mean().item() == pytest.approx(0.5 + 2.0 * 0.7, rel=0.3)

@@ -430,3 +430,18 @@ def test_a_label_evaluated_only_on_simplerenv_has_no_ablation_row(tmp_path):
     ablation_rows = set(cells.loc[cells["section"].str.startswith("ablation"), "row"])
     assert "1 (proposed): lamp" in ablation_rows and not any("lamp-widowx" in r for r in ablation_rows)
     assert "lamp-widowx" in set(cells.loc[cells["section"] == "simpler_widowx", "row"])
+
+
+def test_a_depth_row_with_stand_in_weights_says_so(tmp_path):
+    """Weights fitted in place of the published estimator (models.training.depth_fit) are named in the notes."""
+    stand_in = {"source": "dav2", "weights_hash": "33553bb1ade3fa6c24a3", "stand_in": "tiny dav2 fitted to sim depth, NOT the published weights"}
+    writer = EpisodeStore(tmp_path).writer()
+    for suite in LIBERO:
+        writer.append(record("sim-depth", "lamp", suite, 0, 0, True))
+        writer.append(record("dav2", "dav2", suite, 0, 0, False, policy_config={"depth_estimator": stand_in}))
+    writer.close()
+    build_report(tmp_path, out_dir=tmp_path / "report", formats=("md",))
+    text = (tmp_path / "report" / "report.md").read_text()
+    depth = text[text.index("## Ablation: depth model"):]
+    assert "dav2: its dav2 depth weights (hash 33553bb1ade3fa6c) are tiny dav2 fitted to sim depth, NOT the published" in depth
+    assert "sim-depth: its" not in depth

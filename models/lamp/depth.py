@@ -56,6 +56,7 @@ from lamp_bench.models.lamp.config import DepthConfig
 WEIGHTS_ENV = "LAMP_BENCH_DEPTH_WEIGHTS"
 CALIBRATION = "depth_calibration.json"
 PROCESSOR_CONFIG = "preprocessor_config.json"
+STANDIN_FILE = "standin.json"  # beside weights fitted in place of the published ones (models.training.depth_fit)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -168,6 +169,7 @@ class DepthEstimator(nn.Module):
             "weights": None if self.weights is None else str(self.weights),
             "weights_hash": self._weights_hash,
             "calibration": None if self.calibration is None else vars(self.calibration),
+            "stand_in": stand_in_note(self.weights),
         }
 
     def network_output(self, images: torch.Tensor) -> torch.Tensor:
@@ -212,6 +214,18 @@ def resize_depth(depth: torch.Tensor | np.ndarray, size: int) -> torch.Tensor:
 
 
 # --- construction ------------------------------------------------------------------------------
+
+
+def stand_in_note(folder: Path | None) -> str | None:
+    """What a weights folder's `standin.json` says it is (models.training.depth_fit writes one next to
+    weights fitted in place of the published ones); None for published or random weights."""
+    note = None if folder is None else Path(folder) / STANDIN_FILE
+    if note is None or not note.is_file():
+        return None
+    try:
+        return str(json.loads(note.read_text()).get("what") or "a stand-in, not the published weights")
+    except (OSError, ValueError):
+        return "a stand-in, not the published weights (its standin.json is unreadable)"
 
 
 def weights_folder(source: str, weights: str | os.PathLike | None = None) -> Path:

@@ -26,10 +26,9 @@ import torch
 from lamp_bench.harness.config import ConfigError
 from lamp_bench.harness.provenance import code_commit, hash_files
 from lamp_bench.models.lamp.config import preset
-from lamp_bench.models.lamp.depth import SPECS, DepthEstimator, model_config, resize_depth
+from lamp_bench.models.lamp.depth import STANDIN_FILE, SPECS, DepthEstimator, model_config, resize_depth
 from lamp_bench.models.training.demos import DemoReader, find_demo_files, inspect_demo_file
 
-STANDIN_FILE = "standin.json"
 MIN_DEPTH = 1e-3  # metres; the log loss needs positive predictions and targets
 
 

@@ -70,11 +70,12 @@ def depth_identity(checkpoint: Path) -> dict[str, Any] | None:
         return None
     if motion.depth.source == "sim":
         return {"source": "sim"}
-    from lamp_bench.models.lamp.depth import weights_folder
+    from lamp_bench.models.lamp.depth import stand_in_note, weights_folder
 
     folder = weights_folder(motion.depth.source)
     files = sorted(folder.glob("*.safetensors"))
-    return {"source": motion.depth.source, "weights": str(folder), "weights_hash": hash_files(files) if files else None}
+    return {"source": motion.depth.source, "weights": str(folder), "weights_hash": hash_files(files) if files else None,
+            "stand_in": stand_in_note(folder)}
 
 
 def write_lineage(config: TrainConfig, out: Path, selection: dict[str, Any] | None = None) -> Path:
