@@ -3,7 +3,7 @@
 # trained on them -> held-out evaluation -> report. Resumable: run it again after a kill and it goes on
 # (finished steps and episodes are skipped, a killed training resumes from its last save).
 #
-#   bash benchmarks/mini_paper.sh                 # the full run: ~3-3.5 h on 2 cores (needs a quiet machine)
+#   bash benchmarks/mini_paper.sh                 # the full run: ~4.3 h on 2 cores (needs a quiet machine)
 #   SWEEP=my_toy.toml WORK=/tmp/mini bash benchmarks/mini_paper.sh   # the same pipeline on another sweep file
 #   TABLES=simpler_widowx WORK=... REPORT=... bash benchmarks/mini_paper.sh   # only these tables and their steps
 #
@@ -18,6 +18,8 @@
 #   training        lamp with selection 28.5, openvla 14, ungated 25 min              67 min
 #   evaluation      154 episodes, 2 workers (libero_10 runs 520 steps)              ~70 min
 #   depth stand-in  fit ~4 min, dav2's training ~25 min, its 20 episodes ~10 min    ~40 min
+#   SimplerEnv-WidowX  40 demos 4 min, two trainings 33 min, 40 episodes (TABLES=simpler_widowx)   44 min
+#   all six tables                                                                 ~4.3 h
 # Outputs: benchmarks/results/mini_paper/ (report.md, report.html, report.csv, lineage of every label,
 # status.txt) and benchmarks/results/mini_paper.json (wall time of every invocation, load average, step
 # and cell counts).
