@@ -152,6 +152,7 @@ class DepthEstimator(nn.Module):
         self.reflect_pad = reflect_pad
         self.weights = weights
         self._weights_hash: str | None = None
+        self._stand_in = stand_in_note(weights)  # read once: describe() runs for every job's provenance
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -169,7 +170,7 @@ class DepthEstimator(nn.Module):
             "weights": None if self.weights is None else str(self.weights),
             "weights_hash": self._weights_hash,
             "calibration": None if self.calibration is None else vars(self.calibration),
-            "stand_in": stand_in_note(self.weights),
+            "stand_in": self._stand_in,
         }
 
     def network_output(self, images: torch.Tensor) -> torch.Tensor:
