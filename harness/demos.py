@@ -11,7 +11,7 @@ finished tasks and attempts and goes on where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,12 @@ def collect_demos(
     image_size: int = 128,
     action_noise: float = 0.0,
     init_states: Sequence[int] | None = None,
+    suite_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect `episodes_per_task` successful oracle demonstrations per task into
     `out_dir/<suite>/<task>_demo.hdf5`, trying the task's initial states in order (all of them, or
-    `init_states`, e.g. to keep some for held-out evaluation); returns a summary per task."""
+    `init_states`, e.g. to keep some for held-out evaluation); returns a summary per task. `suite_kwargs`
+    go to the suite (e.g. render = "fast", for models that are trained and evaluated under it)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -84,7 +86,7 @@ def collect_demos(
     SUITES.check(suite)
     if episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be >= 1; got {episodes_per_task}")
-    suite_obj = SUITES.build(suite, **({"assets": str(assets)} if assets is not None else {}))
+    suite_obj = SUITES.build(suite, **dict(suite_kwargs or {}), **({"assets": str(assets)} if assets is not None else {}))
     task_list = suite_obj.tasks() if tasks is None else [suite_obj.task(t) for t in tasks]
     oracle = POLICIES.build("oracle")
     needs = PolicyNeeds(cameras=tuple(cameras), image_size=image_size, depth=True, segmentation=True,

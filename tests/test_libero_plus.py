@@ -122,6 +122,8 @@ def test_default_subset_is_stratified_deterministic_and_labelled(plus):
     narrow = SUITES.build("libero_plus", assets=str(ASSETS), plus_assets=str(PLUS), per_category=3,
                           suites="libero_10", categories=["Sensor Noise", "Light Conditions"])
     assert len(narrow.tasks()) == 6 and {t.extra["source_suite"] for t in narrow.tasks()} == {"libero_10"}
+    fast = SUITES.build("libero_plus", assets=str(ASSETS), plus_assets=str(PLUS), render="fast")
+    assert fast.protocol_fields()["render"] == "fast" and plus.protocol_fields()["render"] == "exact"
     prov = plus.provenance()
     assert prov["backend"] == "lamp-bench" and prov["comparable"] is False and "not comparable" in prov["plus_note"]
     assert prov["selection"]["tasks"] == 35 and len(prov["plus_assets_identity"]) == 16

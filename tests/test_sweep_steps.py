@@ -32,6 +32,7 @@ episodes = 1
 init_states = "20-22"
 image_size = 64
 cameras = ["third_person"]
+kwargs = {{ render = "fast" }}
 
 [train]
 gpus = 0
@@ -214,6 +215,7 @@ def test_local_sweep_runs_steps_in_order_resumes_after_sigkill_and_traces_lineag
     (checkpoint,) = json.loads(lineage.stdout)["checkpoints"]
     assert checkpoint["status"] == "ok" and checkpoint["checkpoint_hash"] == train_state["result"]["checkpoint_hash"]
     assert checkpoint["collection"]["step"] == "demos:toy" and checkpoint["demo_set_hash"]
+    assert checkpoint["collection"]["suite_kwargs"] == {"render": "fast"}  # the demos' suite options reached it
     assert checkpoint["on_demo_states"] == []  # evaluated on init state 0; the demos tried 20-22
 
 
@@ -243,3 +245,41 @@ def test_slurm_sweep_chains_steps_with_afterok_and_blocks_a_failed_training(tmp_
     assert checkpoint["status"] == "ok" and checkpoint["checkpoint_hash"] == steps["lamp"]["result"]["checkpoint_hash"]
     status = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True)
     assert "train:lamp" in status.stdout + status.stderr and "blocked by train:broken (failed)" in status.stdout + status.stderr
+
+
+def test_local_steps_run_side_by_side_once_their_dependencies_finish(tmp_path, monkeypatch):
+    """The local scheduler (step_runs._run_children) over real child processes that record when they ran:
+    two independent demonstration sets overlap, each on half the cores; a training waits for both and, left
+    alone at the end, gets every core; a failed step's dependent is blocked without running."""
+    from lamp_bench.harness.sweep import step_runs
+    from lamp_bench.harness.sweep.steps import DemoStep, StepGraph, TrainStep
+
+    demos = {name: DemoStep(name, "libero_spatial", (0,), 1) for name in ("a", "b", "c")}
+    train = {"after_ab": TrainStep("after_ab", ("a", "b"), {}), "after_c": TrainStep("after_c", ("c",), {})}
+    child = ("import json, os, sys, time; started = time.time(); time.sleep(1.0); "
+             "json.dump({'started': started, 'ended': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}, "
+             "open(sys.argv[1], 'w')); sys.exit(1 if sys.argv[2] == 'demos:c' else 0)")
+
+    def start_child(key: str, out: Path, source: str):
+        sink = open(tmp_path / f"{key.replace(':', '_')}.log", "ab")
+        record = tmp_path / f"{key.replace(':', '_')}.json"
+        return subprocess.Popen([sys.executable, "-c", child, str(record), key], stdout=sink, stderr=sink), sink
+
+    monkeypatch.setattr(step_runs, "_start_child", start_child)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    graph = StepGraph(demos, train, ("demos:a", "demos:b", "train:after_ab"))
+    assert not step_runs.run_steps(graph, tmp_path / "out", "local", "toy.toml", workers=2).blocked
+    ran = {p.stem.replace("_", ":", 1): json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    a, b, after = ran["demos:a"], ran["demos:b"], ran["train:after_ab"]
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]  # side by side
+    assert a["threads"] == b["threads"] == "1" and after["threads"] == "2"
+    assert after["started"] >= max(a["ended"], b["ended"])
+
+    graph = StepGraph(demos, train, ("demos:c", "train:after_c"))
+    outcome = step_runs.run_steps(graph, tmp_path / "out", "local", "toy.toml", workers=2)
+    assert not (tmp_path / "train_after_c.json").exists()  # never ran
+    assert set(outcome.blocked) == {"demos:c", "train:after_c"}
+    assert "demos:c did not finish" in outcome.blocked["train:after_c"]
+    blocked_state = json.loads((tmp_path / "out/steps/train/after_c/step.json").read_text())
+    assert blocked_state["status"] == "failed" and "demos:c" in blocked_state["error"]

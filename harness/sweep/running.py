@@ -47,7 +47,8 @@ def run_sweep(
     if detach and executor != "slurm":
         raise ConfigError("--detach needs --executor slurm (inline and local jobs end with this process)")
     write_plan(plan)
-    blocked = blocked_cells(plan, executor, slurm)  # demos and training steps first; a failed one blocks its cells
+    # demos and training steps first (local: `workers` at once); a failed one blocks its cells
+    blocked = blocked_cells(plan, executor, slurm, workers or default_workers())
     done = EpisodeStore(plan.results_dir).done_keys()
     todo = [job for job in plan.jobs if job.cell not in blocked and job.spec.unfinished(done)]
     result = SweepResult(jobs=len(plan.jobs), started=0)

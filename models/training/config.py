@@ -15,8 +15,9 @@ from lamp_bench.models.lamp.config import preset as preset_config
 from lamp_bench.models.training.scene_flow import FLOW_SOURCES
 
 STAGES = ("1", "2", "both")
-# Fields that may change between a run and its resumption without changing the result.
-RESUME_FREE = {"out", "progress", "log_every", "save_every", "num_workers", "threads", "device"}
+ATTENTION_KERNELS = ("auto", "fused", "math")
+# Fields that may change between a run and its resumption without changing the result (beyond float rounding).
+RESUME_FREE = {"out", "progress", "log_every", "save_every", "num_workers", "threads", "device", "attention"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda when available
     bf16: bool | None = None  # bf16 autocast; None: on GPU, and on CPUs with native bf16 (AMX/AVX512-BF16)
     activation_checkpointing: bool | None = None  # None: on GPU only
+    # attention kernel: "auto" = "math" on CPU (faster whole training steps: benchmarks/cpu_attention.py),
+    # PyTorch's own choice on GPU; "fused" or "math" force one
+    attention: str = "auto"
     save_every: int = 250  # optimizer steps between resumable states
     log_every: int = 10
     num_workers: int = 0
@@ -119,6 +123,8 @@ def validate(config: TrainConfig) -> None:
                           f"{', '.join(VARIANTS)}")
     if config.stage not in STAGES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}; got {config.stage!r}")
+    if config.attention not in ATTENTION_KERNELS:
+        raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KERNELS)}; got {config.attention!r}")
     FLOW_SOURCES.check(config.flow_source)
     if config.init_checkpoint is None:
         preset_config(config.preset)  # unknown presets raise with the known names

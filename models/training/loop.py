@@ -20,6 +20,7 @@ noise). Metrics go to `<out>/metrics.csv` (and TensorBoard when it is installed)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lamp_bench.models.lamp.checkpoint import save_checkpoint
 from lamp_bench.models.training.config import TrainConfig, validate
@@ -111,6 +113,14 @@ def _native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
+def attention_kernels(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The attention kernel of training steps. On CPU, whole steps of the tiny preset run ~1.5x faster on the
+    plain matmul-softmax path than with PyTorch's fused CPU kernel, although the fused kernel is faster timed
+    alone (benchmarks/results/cpu_attention.json has both)."""
+    choice = config.attention if config.attention != "auto" else ("math" if device.type == "cpu" else "fused")
+    return sdpa_kernel([SDPBackend.MATH]) if choice == "math" else contextlib.nullcontext()
+
+
 def _run_stage(run: Run, stage: str, first_step: int, trainer_state: dict[str, Any] | None, metrics: Metrics,
                on_step: Callable[[Run, str, int], None] | None = None) -> None:
     config, model, device = run.config, run.model, run.device
@@ -153,8 +163,8 @@ def _run_stage(run: Run, stage: str, first_step: int, trainer_state: dict[str, A
                     seed = ((config.seed * 7919 + int(stage)) * 1_000_003 + step) * 1024 + micro
                     batch = shift_augment(batch, config.augment_shift, model.cfg.vision.patch_size,
                                           torch.Generator().manual_seed(seed))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = loss_fn(run, batch)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), attention_kernels(config, device):
+                    out = loss_fn(run, batch)  # the kernel chosen here also runs the backward pass
                 (out["loss"] / config.grad_accum).backward()
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach()) / config.grad_accum

@@ -66,8 +66,8 @@ class LiberoPlusSuite(LiberoSuite):
     def __init__(self, assets: str | os.PathLike | None = None, plus_assets: str | os.PathLike | None = None,
                  per_category: int | str | None = 5, suites: Sequence[str] | str | None = None,
                  categories: Sequence[str] | str | None = None, backend: str = "auto",
-                 protocol: LiberoProtocol | None = None):
-        super().__init__(SUITE, assets, protocol or LiberoProtocol(episodes_per_task=1))
+                 protocol: LiberoProtocol | None = None, render: str = "exact"):
+        super().__init__(SUITE, assets, protocol or LiberoProtocol(episodes_per_task=1), render=render)
         self.description = "LIBERO-Plus: 10,030 OOD-perturbed LIBERO tasks in 7 categories"
         self.plus_assets = resolve_plus_assets(plus_assets)
         if backend == "auto":
