@@ -8,7 +8,8 @@ whole steps); the trainer's default follows the whole steps.
 Writes benchmarks/results/cpu_attention.json.
 
     python benchmarks/cpu_attention.py                      # kernels only (~1 min)
-    python benchmarks/cpu_attention.py --data DEMOS --steps 60 [--flow-source icp]   # and training steps on these demonstrations
+    python benchmarks/cpu_attention.py --data DEMOS --steps 40 [--flow-source icp]   # and training steps on them,
+                                                                     # at 1 and 2 threads (--threads)
 """
 from __future__ import annotations
 
@@ -54,18 +55,20 @@ def time_kernel(shape: tuple[int, int, int, int, int, bool], backend: SDPBackend
     return {"forward_ms": 1000 * sorted(forward[1:])[repeats // 2], "backward_ms": 1000 * sorted(backward[1:])[repeats // 2]}
 
 
-def time_training(data: list[str], attention: str, steps: int, flow_source: str) -> float:
+def time_training(data: list[str], attention: str, steps: int, flow_source: str, threads: int, warmup: int = 5) -> float:
+    """Seconds per optimizer step after `warmup` steps (setup, label caches and first-call costs left out)."""
     from lamp_bench.models.training.config import TrainConfig
     from lamp_bench.models.training.loop import train
 
     out = Path(tempfile.mkdtemp(prefix=f"cpu_attention_{attention}_"))
+    marks: dict[int, float] = {}
     try:
         config = TrainConfig(data=tuple(data), out=str(out), policy="lamp", preset="tiny", stage="2",
-                             stage2_steps=steps, batch_size=32, augment_shift=4, attention=attention, flow_source=flow_source,
-                             progress=False, save_every=10 * steps)
-        started = time.perf_counter()
-        train(config)
-        return (time.perf_counter() - started) / steps
+                             stage2_steps=warmup + steps, batch_size=32, augment_shift=4, attention=attention,
+                             flow_source=flow_source, threads=threads, progress=False,
+                             save_every=10 * (warmup + steps))
+        train(config, on_step=lambda run, stage, step: marks.__setitem__(step, time.perf_counter()))
+        return (marks[warmup + steps] - marks[warmup]) / steps
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="*", default=[], help="demonstration folders (for whole training steps)")
     parser.add_argument("--steps", type=int, default=60, help="training steps per attention setting")
     parser.add_argument("--flow-source", default="sim", help="scene-flow labels: sim (LIBERO demos) or icp")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="torch threads for the training steps")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
@@ -87,11 +91,17 @@ def main() -> None:
         result["kernels"][name] = row
         print(f"{name:12s} fused {fused:7.1f} ms  math {math:7.1f} ms  -> math {fused / math:.2f}x")
     if args.data:
-        seconds = {attention: time_training(args.data, attention, args.steps, args.flow_source) for attention in ("fused", "math")}
-        result["training_tiny"] = {"steps": args.steps, "s_per_step": seconds,
-                                   "math_speedup": round(seconds["fused"] / seconds["math"], 2),
-                                   "data": args.data, "flow_source": args.flow_source}
-        print(f"tiny training step: fused {seconds['fused']:.3f} s, math {seconds['math']:.3f} s")
+        result["training_tiny"] = {"steps_timed": args.steps, "data": args.data, "flow_source": args.flow_source,
+                                   "statistic": "seconds per optimizer step after 5 warm-up steps", "by_threads": {}}
+        for threads in args.threads:
+            seconds = {attention: time_training(args.data, attention, args.steps, args.flow_source, threads)
+                       for attention in ("fused", "math")}
+            seconds["fused_again"] = time_training(args.data, "fused", args.steps, args.flow_source, threads)  # drift
+            fused = (seconds["fused"] + seconds["fused_again"]) / 2
+            result["training_tiny"]["by_threads"][str(threads)] = {"s_per_step": seconds,
+                                                                   "math_speedup": round(fused / seconds["math"], 2)}
+            print(f"tiny training step, {threads} thread(s): fused {fused:.3f} s (mean of two runs), "
+                  f"math {seconds['math']:.3f} s -> math {fused / seconds['math']:.2f}x")
     result["load_average_after"] = os.getloadavg()[0]
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
