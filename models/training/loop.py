@@ -114,7 +114,7 @@ def _native_bf16(device: torch.device) -> bool:
 
 
 def attention_kernels(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """The attention kernel of training steps. On CPU, whole steps of the tiny preset run ~1.5x faster on the
+    """The attention kernel of training steps. On CPU, whole steps of the tiny preset ran 1.3-1.7x faster on the
     plain matmul-softmax path than with PyTorch's fused CPU kernel, although the fused kernel is faster timed
     alone (benchmarks/results/cpu_attention.json has both)."""
     choice = config.attention if config.attention != "auto" else ("math" if device.type == "cpu" else "fused")
