@@ -196,8 +196,7 @@ def _run_children(graph: StepGraph, pending: list[str], out: Path, source: str, 
     """Each step in a child process of this process group (a SIGKILL of the sweep takes them along), up to
     `workers` at once, each started as soon as the steps it needs have finished. A child's thread pools get
     its share of the cores: two demonstration collections or two one-thread trainings side by side do more
-    work on two cores than one at a time (a tiny-preset training step: 0.83 s alone at one thread, 0.51 s
-    at two)."""
+    work on two cores than one at a time (the mini paper's step timings: benchmarks/results/mini_paper.json)."""
     waiting, running = list(pending), {}  # key -> (process, log file)
     while waiting or running:
         for key in list(waiting):
