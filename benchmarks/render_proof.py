@@ -8,9 +8,11 @@ it. The result is merged into suites/render_proof.json (read by suites/libero.py
 this proof ran on the same stack and never saw a difference) and summarised in
 benchmarks/results/render_proof.json.
 
-Full proof (quiet machine; one command; --jobs splits the tasks across processes):
-    python benchmarks/render_proof.py --suites libero_spatial,libero_object,libero_goal,libero_10 \
-        --plus-categories "Camera Viewpoints,Light Conditions" --plus-per-category all --jobs 8
+Full proof of the four LIBERO suites (quiet machine, 13 min on 2 cores; --jobs splits the tasks across processes):
+    python benchmarks/render_proof.py --jobs 2
+LIBERO-Plus's default camera and light samples (5 per category, 9 min; --plus-per-category all: every task, a cluster job):
+    python benchmarks/render_proof.py --suites "" --plus-categories "Camera Viewpoints,Light Conditions" \
+        --plus-per-category 5 --jobs 2 --results benchmarks/results/render_proof_libero_plus.json
 Small check (what CI-sized runs use):
     python benchmarks/render_proof.py --suites libero_spatial --tasks 0,1 --steps 10
 """

@@ -4,14 +4,18 @@ For each task: `--episodes` episodes (init states 0, 1, ...) in one environment 
 every episode, actions logged (the fixed arm sweep of benchmarks/render_proof.py, or a no-op policy with
 --noop); then the same episodes in a fresh environment that soft-resets from the second episode on, the
 logged actions replayed. At every step the full simulator state (time, qpos, qvel, act) and the
-proprioception are compared for exact equality (plus controls and the solver's warm start). Timings: reset seconds (hard and soft, one 256 px camera,
+proprioception are compared for exact equality (plus controls and the solver's warm start). Timings: reset
+seconds (hard and soft, with one 256 px camera unless --no-camera,
 so the render context's rebuild is included), seconds per step with that camera, and the reset's share of
 an episode of the protocol's length. With --write-proof the per-task verdicts go into
 suites/reset_proof.json, which suites/libero.py reads (soft resets only where identical).
 
-Full run (quiet machine):
+Timings with the camera (quiet machine), LIBERO-Spatial:
+    python benchmarks/reset_cost.py --suites libero_spatial --tasks 0,1 --episodes 3 --steps 0 --write-proof
+Proof of every task without rendering (drawing only reads the simulator state, so the trajectory
+verdict is the same; timings then exclude the camera and the reset share is not reported):
     python benchmarks/reset_cost.py --suites libero_spatial,libero_object,libero_goal,libero_10 \
-        --episodes 3 --steps 0 --jobs 8 --write-proof   # --steps 0: the protocol's max steps
+        --episodes 3 --steps 0 --jobs 2 --no-camera --write-proof --out benchmarks/results/reset_proof_all.json
 Small run:  python benchmarks/reset_cost.py --suites libero_spatial --tasks 0 --episodes 3 --steps 50
 """
 from __future__ import annotations
@@ -45,9 +49,11 @@ def state_of(env) -> np.ndarray:
     return np.concatenate([sim.get_state().flatten(), data.act, data.ctrl, data.qacc_warmstart])
 
 
-def run_episodes(suite, task_id: int, episodes: int, steps: int, actions: np.ndarray, soft: bool) -> dict:
+def run_episodes(suite, task_id: int, episodes: int, steps: int, actions: np.ndarray, soft: bool,
+                 camera: bool) -> dict:
     """Episodes 0..episodes-1 of one task in one environment; states and proprio per step, timings."""
-    env = suite.make_env(PolicyNeeds(cameras=("third_person",), proprio=True, image_size=224))
+    cameras = ("third_person",) if camera else ()
+    env = suite.make_env(PolicyNeeds(cameras=cameras, proprio=True, image_size=224))
     env.soft_reset_allowed = lambda task: soft
     resets, step_s, trajectories, kinds = [], [], [], []
     try:
@@ -79,7 +85,7 @@ def compare(hard: list, soft: list) -> dict:
     return {"identical": True, "first_difference": None}
 
 
-def measure_task(name: str, task_id: int, episodes: int, steps_arg: int, noop: bool):
+def measure_task(name: str, task_id: int, episodes: int, steps_arg: int, noop: bool, camera: bool):
     """Hard then soft resets of one task: (proof key, proof entry, result row, stack)."""
     load_builtin_entries()
     suite = SUITES.build(name)
@@ -87,8 +93,8 @@ def measure_task(name: str, task_id: int, episodes: int, steps_arg: int, noop: b
     episode_steps = suite.max_steps(task)
     steps = steps_arg or episode_steps
     actions = np.tile(NOOP, (steps, 1)) if noop else fixed_actions(steps)
-    hard = run_episodes(suite, task_id, episodes, steps, actions, soft=False)
-    soft = run_episodes(suite, task_id, episodes, steps, actions, soft=True)
+    hard = run_episodes(suite, task_id, episodes, steps, actions, soft=False, camera=camera)
+    soft = run_episodes(suite, task_id, episodes, steps, actions, soft=True, camera=camera)
     verdict = compare(hard["trajectories"], soft["trajectories"])
     hard_reset = float(np.median(hard["reset_s"][1:] or hard["reset_s"]))
     soft_reset = float(np.median(soft["reset_s"][1:])) if episodes > 1 else None
@@ -97,11 +103,12 @@ def measure_task(name: str, task_id: int, episodes: int, steps_arg: int, noop: b
              "whole_episodes": steps >= episode_steps,  # shorter replays are recorded, not trusted
              "episodes": episodes, "actions": "noop" if noop else "fixed_sweep"}
     row = {**entry, "task": task.name, "hard_reset_s": hard_reset, "soft_reset_s": soft_reset,
-           "step_s_one_camera": step, "first_reset_s": hard["reset_s"][0],
-           "reset_share_of_episode_hard": hard_reset / (hard_reset + episode_steps * step) if step else None,
-           "reset_share_of_episode_soft": (soft_reset / (soft_reset + episode_steps * step)
-                                           if step and soft_reset is not None else None),
-           "protocol_steps": episode_steps, "reset_kinds_soft_run": soft["kinds"]}
+           "step_s": step, "camera": "third_person 256 px" if camera else None, "first_reset_s": hard["reset_s"][0]}
+    if camera:  # an episode's share only with the camera an evaluation renders
+        row |= {"reset_share_of_episode_hard": hard_reset / (hard_reset + episode_steps * step) if step else None,
+                "reset_share_of_episode_soft": (soft_reset / (soft_reset + episode_steps * step)
+                                                if step and soft_reset is not None else None)}
+    row |= {"protocol_steps": episode_steps, "reset_kinds_soft_run": soft["kinds"]}
     return reset_key(name, task.name), entry, row, reset_stack(suite._assets_identity)
 
 
@@ -113,6 +120,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per episode; 0: the protocol's max")
     parser.add_argument("--noop", action="store_true", help="no-op actions instead of the fixed arm sweep")
     parser.add_argument("--jobs", type=int, default=1, help="tasks measured at once (processes)")
+    parser.add_argument("--no-camera", action="store_true",
+                        help="render nothing: the trajectory proof only (timings then exclude the camera)")
     parser.add_argument("--write-proof", action="store_true", help=f"merge verdicts into {RESET_PROOF_FILE}")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -123,8 +132,8 @@ def main() -> None:
         suite = SUITES.build(name)
         work += [(name, t) for t in parse_ids(args.tasks) or [t.task_id for t in suite.tasks()]]
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(measure_task, *zip(*work), *(([a] * len(work)) for a in (args.episodes, args.steps,
-                                                                                           args.noop))))
+        fixed = (args.episodes, args.steps, args.noop, not args.no_camera)
+        done = list(pool.map(measure_task, *zip(*work), *([a] * len(work) for a in fixed)))
     entries, stack = {}, None
     for (name, task_id), (key, entry, row, task_stack) in zip(work, done):
         stack = stack or task_stack

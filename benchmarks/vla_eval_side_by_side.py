@@ -24,7 +24,7 @@ Every vla-eval episode is checked: vla-eval's log must show each episode ending 
 server (which records what it is sent) must have answered 220 observations per episode with a rendered
 256 x 256 x 3 agentview image; the result file keeps both under "vla_eval_*"."checks".
 
-Full run (quiet machine, ~25 min):  python benchmarks/vla_eval_side_by_side.py --tasks 4 --episodes 2
+Full run (quiet machine, ~19 min):  python benchmarks/vla_eval_side_by_side.py --tasks 4 --episodes 2
 Smallest:                           python benchmarks/vla_eval_side_by_side.py --tasks 2 --episodes 1
 lamp-bench's side alone (envs-per-worker 2 vs the two-process ceiling): add --lamp-bench-only
 vla-eval's side alone: add --vla-eval-only (--shards 1 for one process only), e.g. the smallest proof
