@@ -17,8 +17,8 @@
 # of this file): demonstrations 22 min, LIBERO trainings 67, evaluation ~70, dav2 stand-in and row ~40,
 # SimplerEnv-WidowX 44; all six tables ~4.3 h. Now LIBERO renders fast (sweeps/mini.toml says why),
 # independent steps run side by side (--workers) and CPU training uses the faster attention path: 140.3 min
-# from nothing (demonstrations 10, trainings 64 incl. the blocked dav2, 194 episodes 50, dav2 stand-in fit,
-# training and 20 episodes 26; benchmarks/results/mini_paper.json).
+# from nothing (demonstrations 10, the five trainings 54.5 until the last ended, 194 episodes 50, dav2 stand-in
+# fit, training and 20 episodes 26; the steps' step.json times and benchmarks/results/mini_paper.json).
 # Outputs: benchmarks/results/mini_paper/ (report.md, report.html, report.csv, lineage of every label,
 # status.txt) and benchmarks/results/mini_paper.json (wall time of every invocation, load average, step
 # and cell counts).

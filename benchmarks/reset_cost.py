@@ -5,9 +5,8 @@ every episode, actions logged (the fixed arm sweep of benchmarks/render_proof.py
 --noop); then the same episodes in a fresh environment that soft-resets from the second episode on, the
 logged actions replayed. At every step the full simulator state (time, qpos, qvel, act) and the
 proprioception are compared for exact equality (plus controls and the solver's warm start). Timings: reset
-seconds (hard and soft, with one 256 px camera unless --no-camera,
-so the render context's rebuild is included), seconds per step with that camera, and the reset's share of
-an episode of the protocol's length. With --write-proof the per-task verdicts go into
+seconds, hard and soft, and seconds per step, with one 256 px camera (so the render context's rebuild is
+included) unless --no-camera; with the camera also the reset's share of an episode of the protocol's length. With --write-proof the per-task verdicts go into
 suites/reset_proof.json, which suites/libero.py reads (soft resets only where identical).
 
 Timings with the camera (quiet machine), LIBERO-Spatial:
